@@ -1,5 +1,9 @@
 """The ``darknetpy`` command line: translates arguments into library calls, nothing more.
 
+One module per command group (``core``: summary, partial; ``infer``: detect, convert, export;
+``training``: train; ``evaluation``: map, valid, recall, calc_anchors, check, dataset converters),
+each with an ``add_parsers(sub)``, listed in :func:`_groups`.
+
 Every :class:`~darknetpy.errors.DarknetpyError` is printed as one line, ``darknetpy: error: ...``,
 with exit status 2; anything else is a bug and keeps its traceback.
 """
@@ -12,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import DarknetpyError, UsageError
+from ..errors import DarknetpyError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -25,24 +29,13 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"darknetpy: warning: {message}", file=sys.stderr)
 
 
-# ---------------------------------------------------------------- commands
-def cmd_summary(args: argparse.Namespace) -> int:
-    from .network import Network
-
-    net = Network.from_cfg(Path(args.cfg), strict=args.strict)
-    print(net.summary())
-    return 0
-
-
-def cmd_partial(args: argparse.Namespace) -> int:
-    from .weights import partial
-
-    partial(Path(args.cfg), Path(args.weights), Path(args.out), int(args.n))
-    print(f"saved layers 0..{int(args.n) - 1} of {args.weights} to {args.out} (seen reset to 0)")
-    return 0
-
-
 # ---------------------------------------------------------------- parser
+def _groups() -> tuple:  # noqa: ANN202
+    from . import core, evaluation, infer, training
+
+    return (core, infer, training, evaluation)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="darknetpy",
@@ -50,18 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("summary", help="print darknet's layer table for a cfg")
-    p.add_argument("cfg")
-    p.add_argument("--strict", action="store_true", help="unused cfg keys are errors")
-    p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("partial", help="keep the first N layers of a weights file (darknet partial)")
-    p.add_argument("cfg")
-    p.add_argument("weights")
-    p.add_argument("out")
-    p.add_argument("n", type=int)
-    p.set_defaults(func=cmd_partial)
-
+    for group in _groups():
+        group.add_parsers(sub)
     return parser
 
 
