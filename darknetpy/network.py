@@ -162,11 +162,19 @@ class Network(nn.Module):
         return detect(self, x, image_size, thresh=thresh, nms=nms, letter_box=letter_box,
                       hier_thresh=hier_thresh)
 
-    def compute_loss(self, head_inputs: dict[int, torch.Tensor], truth: torch.Tensor) -> Any:
-        """Darknet's detection losses (see :mod:`darknetpy.loss`)."""
+    def compute_loss(self, head_inputs: dict[int, torch.Tensor], truth: torch.Tensor, *,
+                     input_size: tuple[int, int] | None = None, seen: int = 0) -> Any:
+        """Darknet's detection losses (see :func:`darknetpy.loss.compute_loss`).
+
+        Args:
+            head_inputs: ``{head layer index: the tensor entering it}`` (see :meth:`head_inputs`).
+            truth: (N, T, 5) rows (x, y, w, h, class) relative to the network input; zero rows ignored.
+            input_size: the current network input (w, h) when random resizing changed it.
+            seen: images seen so far ([region]'s early-training prior term).
+        """
         from .loss import compute_loss
 
-        return compute_loss(self, head_inputs, truth)
+        return compute_loss(self, head_inputs, truth, input_size=input_size, seen=seen)
 
     # ---- the layer table ----
     def summary_rows(self) -> list[dict[str, Any]]:
