@@ -1,0 +1,131 @@
+"""darknetpy.data.loader / dataset: iterations, determinism, bad images, output format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from darknetpy.data import AugmentConfig, build_train_loader
+from darknetpy.data.dataset import chunk_bounds, chunk_mode
+from darknetpy.errors import DataError
+from tests.data.scenes import check_boxes_cover_colours, write_dataset
+
+AUG = {"width": 64, "height": 48, "classes": 12, "jitter": 0.3, "flip": True, "hue": 0.1,
+       "saturation": 1.5, "exposure": 1.5, "max_boxes": 10}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> list[Path]:
+    return write_dataset(tmp_path_factory.mktemp("scenes"), np.random.default_rng(0), 10)
+
+
+def _same(a, b) -> bool:
+    return torch.equal(a.images, b.images) and torch.equal(a.truth, b.truth)
+
+
+def test_chunk_bounds_follow_load_threads() -> None:
+    assert chunk_bounds(64, 6) == [(0, 10), (10, 21), (21, 32), (32, 42), (42, 53), (53, 64)]
+    assert chunk_bounds(4, 6) == [(0, 0), (0, 1), (1, 2), (2, 2), (2, 3), (3, 4)]
+
+
+def test_half_of_the_chunks_use_mosaic() -> None:
+    aug = AugmentConfig(**AUG, mosaic=True)
+    modes = [chunk_mode(aug, 0, it, c) for it in range(200) for c in range(6)]
+    assert set(modes) == {0, 3} and 0.45 < modes.count(3) / len(modes) < 0.55
+
+
+def test_batch_format_and_truth_consistency(scenes: list[Path]) -> None:
+    plain = AugmentConfig(**{**AUG, "hue": 0.0, "saturation": 1.0, "exposure": 1.0})
+    loader = build_train_loader(scenes, plain, batch=8, workers=0, seed=3)
+    batch = loader.get(1, 64, 48)
+    assert batch.images.shape == (8, 3, 48, 64) and batch.images.dtype == torch.float32
+    assert batch.truth.shape == (8, 10, 5) and batch.truth.dtype == torch.float32
+    assert 0 <= batch.images.min() and batch.images.max() <= 1
+    for image, truth in zip(batch.images.numpy(), batch.truth.numpy()):
+        pixels = np.rint(image.transpose(1, 2, 0) * 255).astype(np.uint8)
+        check_boxes_cover_colours(pixels, truth, 12)
+    assert (batch.truth[:, :, 0] > 0).sum() > 0
+
+
+def test_deterministic_by_seed_and_iteration(scenes: list[Path]) -> None:
+    aug = AugmentConfig(**AUG, mosaic=True, gaussian_noise=5, blur=3)
+    loader = build_train_loader(scenes, aug, batch=6, workers=0, seed=11)
+    first = loader.get(7, 64, 48)
+    assert _same(first, loader.get(7, 64, 48))
+    cached = build_train_loader(scenes, aug, batch=6, workers=0, seed=11, cache=True)
+    assert _same(first, cached.get(7, 64, 48))  # the cache changes nothing
+    assert not _same(first, loader.get(8, 64, 48))
+    assert not _same(first, build_train_loader(scenes, aug, batch=6, workers=0, seed=12).get(7, 64, 48))
+    resized = loader.get(7, 96, 64)
+    assert resized.images.shape == (6, 3, 64, 96)
+
+
+def test_workers_and_resume_give_the_same_batches(scenes: list[Path]) -> None:
+    aug = AugmentConfig(**AUG, mosaic=True)
+    loader = build_train_loader(scenes, aug, batch=5, workers=2, seed=5, cache=True)
+    sizes = {3: (64, 48), 4: (64, 48), 5: (96, 64), 6: (32, 32)}
+    got = list(loader.iterate(3, 7, size=lambda it: sizes[it]))
+    assert [b.iteration for b in got] == [3, 4, 5, 6]
+    assert [tuple(b.images.shape[2:]) for b in got] == [(48, 64), (48, 64), (64, 96), (32, 32)]
+    serial = build_train_loader(scenes, aug, batch=5, workers=0, seed=5)
+    resumed = list(serial.iterate(5, 7, size=lambda it: sizes[it]))  # "interrupted", resumed at 5
+    assert _same(got[2], resumed[0]) and _same(got[3], resumed[1])
+    assert _same(got[0], serial.get(3, 64, 48))
+
+
+def test_bad_images_are_skipped_and_counted(scenes: list[Path], tmp_path: Path) -> None:
+    truncated = tmp_path / "cut.jpg"
+    buf = cv2.imencode(".jpg", np.zeros((40, 40, 3), np.uint8))[1]
+    truncated.write_bytes(buf.tobytes()[:200])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    images = [*scenes[:3], tmp_path / "missing.jpg", truncated, text]
+    batches = []
+    for cache in (False, True):
+        loader = build_train_loader(images, AugmentConfig(**AUG), batch=16, workers=0, seed=0,
+                                    cache=cache)
+        a = loader.get(1, 64, 48)
+        summary = loader.summary()
+        assert set(summary.bad_images) == {images[3], truncated, text}
+        assert "truncated JPEG" in summary.bad_images[truncated]
+        assert summary.images == 6 and "3 unusable" in str(summary)
+        assert a.images.shape[0] == 16 and torch.isfinite(a.images).all()
+        batches.append(a)
+    assert _same(*batches)  # same draws, same result with or without the cache
+
+
+def test_every_image_bad_is_an_error(tmp_path: Path) -> None:
+    images = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    loader = build_train_loader(images, AugmentConfig(**AUG), batch=2, workers=0, seed=0)
+    with pytest.raises(DataError, match="every one of the 2 training images is unusable"):
+        loader.get(1, 64, 48)
+    with pytest.raises(DataError, match="unusable"):
+        build_train_loader(images, AugmentConfig(**AUG), batch=2, workers=0, seed=0, cache=True)
+
+
+def test_label_problems_are_summarised_once_per_file(scenes: list[Path], tmp_path: Path) -> None:
+    img = tmp_path / "odd.png"
+    cv2.imwrite(str(img), np.zeros((30, 30, 3), np.uint8))
+    img.with_suffix(".txt").write_text("0 0.5 0.5 0.2 0.2\n40 0.5 0.5 0.2 0.2\n0 0.5\n")
+    loader = build_train_loader([img], AugmentConfig(**AUG), batch=4, workers=0, seed=0)
+    loader.get(1, 64, 48)
+    loader.get(2, 64, 48)
+    summary = loader.summary()
+    report = summary.label_files[img.with_suffix(".txt")]
+    assert report.bad_class == 1 and report.malformed == 1 and summary.dropped_boxes == 2
+
+
+def test_mixup_blends_two_images(scenes: list[Path]) -> None:
+    aug = AugmentConfig(**{**AUG, "mixup": 1, "hue": 0.0, "saturation": 1.0, "exposure": 1.0})
+    loader = build_train_loader(scenes, aug, batch=6, workers=0, seed=0, chunks=6)
+    it = next(i for i in range(1, 100) if all(chunk_mode(aug, 0, i, c) == 1 for c in range(6)))
+    batch = loader.get(it, 64, 48)
+    levels = batch.images.numpy() * 255
+    # a blend of two uint8 images has half-integer levels; plain images have none
+    assert (np.abs(levels - np.rint(levels)) > 0.25).mean() > 0.01
+    counts = (batch.truth[:, :, 0] > 0).sum(dim=1)
+    assert counts.max() >= 3  # truths of both images appended
