@@ -55,4 +55,6 @@ def test_darknet_command_forms_are_translated() -> None:
         "train", "b.cfg", "a.data", "w.weights", "--map", "--gpus", "0,1"]
     assert translate_darknet_form("detector map a.data b.cfg w -points 11".split()) == [
         "map", "b.cfg", "a.data", "w", "--points", "11"]
+    assert translate_darknet_form("detector calc_anchors a.data -num_of_clusters 9 -width 416".split()) == [
+        "calc_anchors", "a.data", "--num", "9", "--width", "416"]
     assert translate_darknet_form(["summary", "x.cfg"]) == ["summary", "x.cfg"]

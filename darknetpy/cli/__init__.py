@@ -71,13 +71,15 @@ def translate_darknet_form(argv: list[str]) -> list[str]:
             else:
                 positional.append(rest[i])
             i += 1
+    if verb == "calc_anchors":
+        if len(positional) != 1:
+            raise UsageError("darknetpy detector calc_anchors DATA -num_of_clusters K -width W -height H")
+        return ["calc_anchors", positional[0], *[_DARKNET_FLAG_NAMES.get(f, f) for f in flags]]
     if len(positional) < 2:
         raise UsageError(f"darknetpy detector {verb} DATA CFG [WEIGHTS] ...: missing the .data or .cfg file")
     data, cfg, *more = positional
     out = [DETECTOR_VERBS[verb]]
-    if verb == "calc_anchors":
-        out += [data]
-    elif verb == "test":
+    if verb == "test":
         out += [cfg, *more[:1], *more[1:], "--names-from-data", data]
     else:
         out += [cfg, data, *more]

@@ -1,0 +1,239 @@
+"""Running a detector over a ``.data`` file's image list the way Darknet's evaluation commands do.
+
+* :func:`load_detector`: the network of a cfg + weights, and the [net] facts the commands need;
+* :func:`detect_images`: decode, resize (or letterbox), predict, ``get_network_boxes`` + NMS, per
+  image, as ``validate_detector_map`` / ``validate_detector`` / ``validate_detector_recall`` do;
+* :func:`run_detector`: the same, as :class:`~.records.Detection` lists for :func:`darknet_map`;
+* the ``.data`` inputs of those commands (``valid=`` list, ``names=``, ``difficult=``), read with
+  :mod:`darknetpy.data.datafile`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..data.datafile import DataConfig, read_image_list, read_names, resolve_path
+from ..data.labels import label_path
+from ..errors import DataError, UsageError
+from .records import Detection
+
+if TYPE_CHECKING:
+    from ..network import Network
+    from ..postprocess import Detections
+
+
+@dataclass(frozen=True)
+class DetectorFacts:
+    """What the evaluation commands read from a cfg: network size, ``letter_box``, classes."""
+
+    width: int
+    height: int
+    letter_box: bool
+    classes: int  # of the last detection layer, as validate_detector_map takes it
+
+
+def load_detector(
+    cfg: str | Path, weights: str | Path | None, device: str = "cpu"
+) -> tuple[Network, DetectorFacts]:
+    """Build the cfg's network, load ``weights``, move it to ``device`` in eval mode.
+
+    Raises:
+        UsageError: the cfg has no ``[yolo]``, ``[region]`` or ``[Gaussian_yolo]`` layer.
+        CfgError, WeightsError: as :class:`~darknetpy.network.Network` raises them.
+    """
+    from ..network import Network
+
+    net = Network.from_cfg(Path(cfg))
+    if not net.heads:
+        raise UsageError(
+            f"{cfg}: no [yolo], [region] or [Gaussian_yolo] layer; "
+            "map/valid/recall need a detection network"
+        )
+    if weights is not None:
+        net.load_weights(weights)
+    net.to(device).eval()
+    head = net.layers[net.heads[-1]]
+    classes = int(head.options.classes)  # type: ignore[union-attr]
+    config = net.net
+    return net, DetectorFacts(
+        int(config.width), int(config.height), bool(config.letter_box), classes
+    )
+
+
+def detect_images(
+    net: Network,
+    facts: DetectorFacts,
+    images: Iterable[Path],
+    *,
+    thresh: float,
+    nms: float,
+    letter_box: bool | None = None,
+    device: str = "cpu",
+    batch: int = 8,
+) -> Iterator[tuple[Path, tuple[int, int], Detections]]:
+    """Per image ``(path, (width, height), detections)``: boxes relative to the image, Darknet's order.
+
+    Each image is decoded with OpenCV (RGB), resized with Darknet's ``resize_image`` (or letterboxed
+    when ``letter_box``, default: the cfg's ``[net] letter_box``), predicted, then
+    ``get_network_boxes`` at ``thresh`` and NMS at ``nms`` (0: none; the cfg's ``nms_kind``).
+    Darknet predicts one image at a time; ``batch`` images share a forward pass here, which gives
+    the same outputs (inference batch norm) up to float rounding, faster.
+    """
+    import torch
+
+    from ..data.image import load_image, prepare_test_input
+    from ..postprocess import detections
+
+    if batch < 1:
+        raise UsageError(f"batch={batch}: must be at least 1")
+    letter = facts.letter_box if letter_box is None else bool(letter_box)
+    pending: list[tuple[Path, tuple[int, int], np.ndarray]] = []
+
+    def flush() -> Iterator[tuple[Path, tuple[int, int], Detections]]:
+        x = torch.from_numpy(np.stack([p[2] for p in pending])).to(device)
+        sizes = [p[1] for p in pending]
+        with torch.no_grad():
+            found = detections(net, x, sizes, thresh=thresh, nms=nms, letter_box=letter)
+        done = [(p[0], p[1], d) for p, d in zip(pending, found)]
+        pending.clear()
+        yield from done
+
+    for path in images:
+        image = load_image(path)
+        h, w = image.shape[:2]
+        pending.append(
+            (Path(path), (w, h), prepare_test_input(image, facts.width, facts.height, letter))
+        )
+        if len(pending) >= batch:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _progress(images: Sequence[Path], progress: bool, what: str) -> Iterable[Path]:
+    if not progress:
+        return images
+    from tqdm import tqdm
+
+    return tqdm(images, desc=what, unit="img")
+
+
+def _from_arrays(boxes: np.ndarray, probs: np.ndarray) -> list[Detection]:
+    """Detections from parallel arrays, in order, leaving out boxes NMS zeroed in every class."""
+    keep = np.flatnonzero((np.asarray(probs) > 0).any(axis=1))
+    return [Detection(tuple(float(v) for v in boxes[i]), np.asarray(probs[i])) for i in keep]
+
+
+def run_detector(
+    cfg: str | Path,
+    weights: str | Path,
+    images: Sequence[Path],
+    *,
+    thresh: float,
+    nms: float,
+    letter_box: bool | None = None,
+    device: str = "cpu",
+    batch: int = 8,
+    progress: bool = False,
+) -> list[tuple[Path, tuple[int, int], list[Detection]]]:
+    """Run a network on image files as ``validate_detector_map`` / ``validate_detector`` do.
+
+    See :func:`detect_images`; boxes are relative to the image, and boxes NMS suppressed in every
+    class are left out.
+    """
+    net, facts = load_detector(cfg, weights, device)
+    found = detect_images(
+        net,
+        facts,
+        _progress(images, progress, "detect"),
+        thresh=thresh,
+        nms=nms,
+        letter_box=letter_box,
+        device=device,
+        batch=batch,
+    )
+    return [(path, size, _from_arrays(d.boxes, d.probs)) for path, size, d in found]
+
+
+def group_detections(rows: Sequence[Sequence[float]], classes: int) -> list[Detection]:
+    """Turn ``Network.detect`` rows ``(class, prob, x, y, w, h, objectness)`` back into detections.
+
+    Rows sharing a box (and objectness) are one Darknet ``detection`` with a probability per
+    class. The result is ordered as ``do_nms_sort`` leaves the ``dets`` array: by the last class's
+    probability, descending, ties in row order (glibc's ``qsort`` is stable). For one class that is
+    Darknet's order exactly; with several, a box whose last-class probability NMS zeroed sorts as 0.
+    """
+    groups: dict[tuple[float, ...], list[np.ndarray]] = {}
+    order: list[tuple[tuple[float, ...], int]] = []
+    for row in rows:
+        cls, prob = int(row[0]), float(row[1])
+        if not 0 <= cls < classes:
+            raise UsageError(
+                f"detection row {tuple(row)} has class {cls}, expected 0..{classes - 1}"
+            )
+        key = tuple(float(v) for v in row[2:7])
+        slots = groups.setdefault(key, [])
+        for probs in slots:  # a second row of the same class is a second box at the same place
+            if probs[cls] == 0:
+                probs[cls] = prob
+                break
+        else:
+            probs = np.zeros(classes, dtype=np.float32)
+            probs[cls] = prob
+            slots.append(probs)
+            order.append((key, len(slots) - 1))
+    dets = [Detection(key[:4], groups[key][i]) for key, i in order]
+    rank = np.argsort(-np.array([d.probs[-1] for d in dets], dtype=np.float32), kind="stable")
+    return [dets[i] for i in rank]
+
+
+# ----------------------------------------------------------------------------------------------
+# The .data inputs of map / valid / recall
+
+
+def valid_images(config: DataConfig, default: str) -> list[Path]:
+    """The ``valid=`` list (``default`` when absent: Darknet's ``option_find_str`` fallback)."""
+    list_file = config.valid or resolve_path(default, config.path.parent)
+    where = config.where("valid") if config.valid else f"{config.path} (no valid=, using {default})"
+    return read_image_list(list_file, base=config.path.parent, where=where)
+
+
+def class_names(config: DataConfig, classes: int, cfg: str | Path) -> tuple[str, ...]:
+    """The ``names=`` file, which must have the cfg's class count (class ids when absent)."""
+    if config.names is None:
+        return tuple(str(k) for k in range(classes))
+    names = read_names(config.names, where=config.where("names"))
+    if len(names) != classes:  # validate_detector_map stops here too
+        raise DataError(
+            f"{config.names}: {len(names)} names, but the last detection layer of {cfg} "
+            f"has classes={classes}; make them agree"
+        )
+    return names
+
+
+def difficult_label_paths(config: DataConfig) -> list[Path] | None:
+    """Label files of the ``difficult=`` list (None when the .data file has none).
+
+    The list names images that usually do not exist (only their labels do), so an entry is resolved
+    by where its *label* exists: from the working directory, the list's folder, then the .data
+    file's folder (:func:`darknetpy.data.datafile.read_image_list` resolves by the image itself).
+    """
+    if config.difficult is None:
+        return None
+    entries = read_image_list(
+        config.difficult, base=config.path.parent, where=config.where("difficult")
+    )
+    folders = (config.difficult.parent, config.path.parent)
+    out = []
+    for entry in entries:
+        label = label_path(entry)
+        if not entry.is_absolute() and not label.is_file():
+            found = (label_path(f / entry) for f in folders)
+            label = next((p for p in found if p.is_file()), label)
+        out.append(label)
+    return out
