@@ -136,7 +136,7 @@ def read_weights(path: str | Path, network: Network, *, upto: int | None = None,
     """
     path = Path(path)
     layers = list(network.layers)[: len(network.layers) if upto is None else upto]
-    expected = sum(layer.darknet_byte_count() for layer in layers if not layer.training_opts.dontload)
+    expected = sum(layer.darknet_read_byte_count() for layer in layers if not layer.training_opts.dontload)
     with _open(path) as f:
         file_size = os.fstat(f.fileno()).st_size
         header = WeightsHeader.read(f, path)
@@ -146,7 +146,7 @@ def read_weights(path: str | Path, network: Network, *, upto: int | None = None,
             if layer.training_opts.dontload:
                 loaded += 1
                 continue
-            if offset == file_size and layer.darknet_byte_count() > 0:
+            if offset == file_size and layer.darknet_read_byte_count() > 0:
                 done = sum(1 for lay in layers[:loaded] if lay.darknet_byte_count() > 0)
                 message = (
                     f"{path}: the file ends after layer {loaded - 1} ({offset} bytes), before "

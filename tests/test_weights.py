@@ -175,3 +175,18 @@ def test_partial29_is_reproduced_by_the_cli(tmp_path: Path) -> None:
     net = Network.from_cfg(GOLDEN / "weights" / "partial29.cfg")
     read_weights(out, net, partial=True)  # how training loads a partial file
     assert net.loaded_layers == 29
+
+
+def test_dontloadscales_reads_no_bn_statistics(tmp_path: Path, rng: np.random.Generator) -> None:
+    text = TINY.replace("batch_normalize=1\n", "batch_normalize=1\ndontloadscales=1\n")
+    net = Network.from_text(text)
+    filters = net.layers[0].bn.weight.numel()
+    count = sum(layer.darknet_read_byte_count() for layer in net.layers) // 4
+    assert count * 4 == sum(layer.darknet_byte_count() for layer in net.layers) - 12 * filters
+    values = rng.standard_normal(count).astype("<f4")
+    (tmp_path / "w.weights").write_bytes(WeightsHeader().to_bytes() + values.tobytes())
+    gamma = net.layers[0].bn.weight.detach().clone()
+    net.load_weights(tmp_path / "w.weights")
+    assert np.array_equal(net.layers[0].bn.bias.detach().numpy(), values[:filters])  # beta read
+    assert np.array_equal(net.layers[0].bn.weight.detach().numpy(), gamma.numpy())  # gamma kept
+    assert np.array_equal(net.layers[0].conv.weight.detach().numpy().ravel(), values[filters:filters + 8 * 27])

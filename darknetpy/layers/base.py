@@ -144,8 +144,12 @@ class DarknetLayer(nn.Module):
         return [t.detach().cpu().float().numpy().ravel() for t in self.darknet_tensors()]
 
     def darknet_byte_count(self) -> int:
-        """Bytes this layer occupies in a .weights file."""
+        """Bytes this layer occupies in a .weights file (what saving writes)."""
         return 4 * sum(t.numel() for t in self.darknet_tensors())
+
+    def darknet_read_byte_count(self) -> int:
+        """Bytes loading consumes (fewer than :meth:`darknet_byte_count` with ``dontloadscales``)."""
+        return self.darknet_byte_count()
 
     def extra_repr(self) -> str:
         return f"index={self.index}, sources={self.sources}, out={self.out_shape}"

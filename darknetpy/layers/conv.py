@@ -285,6 +285,11 @@ class Conv(DarknetLayer):
         bn = self.bn
         return [bn.bias, bn.weight, bn.running_mean, bn.running_var, self.conv.weight]
 
+    def darknet_read_byte_count(self) -> int:
+        if self.bn is not None and self.training_opts.dontloadscales:
+            return self.darknet_byte_count() - 3 * 4 * self.bn.weight.numel()
+        return self.darknet_byte_count()
+
     def read_darknet(self, read: Callable[[int, str], np.ndarray], transpose: bool) -> None:
         """``load_convolutional_weights``: ``dontloadscales`` skips γ/mean/var without reading bytes;
         ``flipped=1`` transposes the weights from [c/groups·size·size][filters]."""
