@@ -96,7 +96,7 @@ def parse_cfg(text: str, path: str | Path = "<string>") -> list[Section]:
         if name is not None:
             sections.append(Section(name, tuple(entries), path, header_line))
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = strip_line(raw)
         if not line or line[0] in "#;":
             continue
@@ -141,8 +141,8 @@ def read_cfg(path: str | Path) -> list[Section]:
         raise CfgError(f"{path}: no such cfg file") from None
     except IsADirectoryError:
         raise CfgError(f"{path}: is a directory, expected a .cfg file") from None
-    except OSError as exc:
-        raise CfgError(f"{path}: cannot read cfg file ({exc.strerror})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise CfgError(f"{path}: cannot read cfg file ({getattr(exc, 'strerror', None) or exc})") from None
     if b"\0" in raw[:4096]:
         raise CfgError(f"{path}: is a binary file, not a darknet .cfg (a .weights file given as cfg?)")
     return parse_cfg(raw.decode("utf-8", errors="replace"), path)
@@ -153,10 +153,10 @@ def read_key_values(path: str | Path, kind: str = ".data") -> list[Entry]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise CfgError(f"{path}: cannot read {kind} file ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise CfgError(f"{path}: cannot read {kind} file ({getattr(exc, 'strerror', None) or exc})") from None
     entries: list[Entry] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = strip_line(raw)
         if not line or line[0] in "#;":
             continue

@@ -189,6 +189,9 @@ def parse_net_options(opts: Options) -> NetConfig:
             "the mini-batch batch/subdivisions would be 0",
             "subdivisions",
         )
+    for key in ("width", "height", "channels", "time_steps"):
+        if getattr(cfg, key) < 0 or (key == "time_steps" and cfg.time_steps < 1):
+            raise opts.error(f"{key}={getattr(cfg, key)} must be a positive integer", key)
     if cfg.width * cfg.height * cfg.channels == 0 and not opts.has("inputs"):
         raise CfgError(
             f"{opts.where()}: width={cfg.width} height={cfg.height} channels={cfg.channels}: "

@@ -104,8 +104,8 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
         raise WeightsError(f"{path}: no such weights file") from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a directory, expected a .weights file") from None
-    except OSError as exc:
-        raise WeightsError(f"{path}: cannot read weights file ({exc.strerror})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise WeightsError(f"{path}: cannot read weights file ({getattr(exc, 'strerror', None) or exc})") from None
     with f:
         yield f
 
@@ -197,6 +197,8 @@ def read_weights(path: str | Path, network: Network, *, upto: int | None = None,
                 f"{path}: {extra} bytes left after the last layer (file {file_size} bytes, the cfg "
                 f"{network.where()} needs {offset}); the weights belong to a different cfg"
             )
+            if extra == 4 and header.seen_dtype.itemsize == 4:
+                message += "; exactly 4 bytes: was the header written with a 64-bit 'seen' by another version?"
             if not lenient:
                 raise WeightsError(message + " (pass lenient=True to ignore them, as darknet does)")
             warnings.warn(message, WeightsWarning, stacklevel=2)
@@ -270,8 +272,9 @@ def partial(cfg: str | Path, weights: str | Path, out: str | Path, upto: int) ->
     """
     from .network import build_network
 
-    if Path(out).resolve() == Path(weights).resolve():
-        raise WeightsError(f"{out}: refusing to overwrite the input weights file; choose another name")
+    for source in (weights, cfg):
+        if Path(out).resolve() == Path(source).resolve():
+            raise WeightsError(f"{out}: refusing to overwrite an input file ({source}); choose another name")
     network = build_network(cfg, quiet=True)
     if not 0 < upto <= len(network.layers):
         raise WeightsError(f"partial: N={upto} must be between 1 and {len(network.layers)} for {cfg}")

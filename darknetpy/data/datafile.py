@@ -184,8 +184,8 @@ def _read_lines(path: Path, what: str, where: str | None) -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise DataError(f"{prefix}{what} file {path} does not exist") from None
-    except OSError as exc:
-        raise DataError(f"{prefix}cannot read {what} file {path} ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise DataError(f"{prefix}cannot read {what} file {path} ({getattr(exc, 'strerror', None) or exc})") from None
     # get_paths/fgetl: one entry per line, only the line end removed; a final newline adds nothing
     if not text:
         return []

@@ -78,8 +78,8 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: no such image file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected an image file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise DataError(f"{path}: cannot read image ({getattr(exc, 'strerror', None) or exc})") from None
     image = None
     if data:
         try:
