@@ -80,7 +80,10 @@ def _number(value: float) -> str:
 # ---------------------------------------------------------------- map / valid / recall
 def cmd_map(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, plot_pr_curves, write_metrics_json
+    from . import refuse_overwrite
 
+    if args.json:
+        refuse_overwrite(Path(args.json), Path(args.cfg), Path(args.data), Path(args.weights))
     _check_device(args.device)
     metrics = evaluate(
         Path(args.cfg), Path(args.data), Path(args.weights), thresh=args.thresh,

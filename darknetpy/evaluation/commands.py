@@ -214,6 +214,9 @@ def validate(
         path.write_text(format_coco_results(pixel, category_ids=category_ids, image_ids=image_ids))
         return [path]
     folder = Path(destination) if destination else results_dir
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: exists and is not a folder; VOC results are one file per class "
+                        "in a folder (give a folder, or a .json name for COCO results)")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in zip(names, format_voc_results(pixel, facts.classes)):
