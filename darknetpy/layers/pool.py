@@ -16,6 +16,11 @@ from .conv import blur_kernel, blur_out, c_div, checked_shape, get_c_int, requir
 FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
+def _lowest(x: torch.Tensor) -> float:
+    """Darknet's -FLT_MAX padding, as the lowest value of ``x``'s dtype (float16 overflows -FLT_MAX)."""
+    return float(torch.finfo(x.dtype).min) if x.dtype.is_floating_point else -FLT_MAX
+
+
 def darknet_pad(padding: int) -> tuple[int, int, int, int]:
     """``F.pad`` widths for darknet's pooling offset ``-padding/2``: ``padding//2`` on the left/top,
     the rest on the right/bottom (``forward_maxpool_layer``: ``w_offset = -l.pad / 2``)."""
@@ -49,7 +54,7 @@ def reduce_windows(x: Tensor, dim: int, ranges: list[tuple[int, int]], average: 
         else:
             shape = list(x.shape)
             shape[dim] = 1
-            parts.append(x.new_full(shape, 0.0 if average else -FLT_MAX))
+            parts.append(x.new_full(shape, 0.0 if average else _lowest(x)))
     return torch.cat(parts, dim)
 
 
@@ -107,7 +112,7 @@ class MaxPool(DarknetLayer):
             y = pool_by_windows(x, self.size, stride_y, stride_x, self.padding, average=False)
         else:
             if self.padding:
-                x = F.pad(x, darknet_pad(self.padding), value=-FLT_MAX)
+                x = F.pad(x, darknet_pad(self.padding), value=_lowest(x))
             y = F.max_pool2d(x, self.size, (stride_y, stride_x))
         if self.blur is not None:
             y = F.conv2d(y, self.blur.to(y.dtype), None, (self.stride_y, self.stride_x),
@@ -119,7 +124,7 @@ class MaxPool(DarknetLayer):
         n, c, h, w = x.shape
         groups = -(-c // self.out_channels)
         if groups * self.out_channels != c:
-            fill = x.new_full((n, groups * self.out_channels - c, h, w), -FLT_MAX)
+            fill = x.new_full((n, groups * self.out_channels - c, h, w), _lowest(x))
             x = torch.cat([x, fill], dim=1)
         return x.view(n, groups, self.out_channels, h, w).amax(dim=1)
 
