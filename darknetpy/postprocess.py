@@ -474,18 +474,27 @@ def _greedy(boxes: np.ndarray, thresh: np.float32, suppress: Suppress) -> np.nda
     """Keep-mask of greedy NMS over ``boxes`` sorted best first: box ``j`` dies when a live
     ``i < j`` has ``suppress(box_i, box_j) > thresh``."""
     m = len(boxes)
+    if m <= _PAIRWISE_MAX:
+        if m < 2:
+            return np.ones(m, bool)
+        return _greedy_hits(suppress(boxes[:, None], boxes[None, :]) > thresh)
     alive = np.ones(m, bool)
-    if m < 2:
-        return alive
-    if m <= 2048:
-        hit = suppress(boxes[:, None], boxes[None, :]) > thresh
-        for i in range(m - 1):
-            if alive[i]:
-                alive[i + 1 :] &= ~hit[i, i + 1 :]
-    else:
-        for i in range(m - 1):
-            if alive[i]:
-                alive[i + 1 :] &= ~(suppress(boxes[i], boxes[i + 1 :]) > thresh)
+    for i in range(m - 1):
+        if alive[i]:
+            alive[i + 1 :] &= ~(suppress(boxes[i], boxes[i + 1 :]) > thresh)
+    return alive
+
+
+_PAIRWISE_MAX = 2048  # up to this many boxes, NMS computes the whole (m, m) suppression matrix
+
+
+def _greedy_hits(hit: np.ndarray) -> np.ndarray:
+    """Keep-mask of greedy NMS given ``hit[i, j]``: box ``i`` suppresses box ``j`` (best first)."""
+    m = len(hit)
+    alive = np.ones(m, bool)
+    for i in range(m - 1):
+        if alive[i]:
+            alive[i + 1 :] &= ~hit[i, i + 1 :]
     return alive
 
 
@@ -493,12 +502,30 @@ def _nms_per_class(dets: Detections, thresh: float, suppress: Suppress) -> Detec
     probs = dets.probs.copy()
     order, total = _live_order(dets.objectness)
     t = np.float32(thresh)
-    for k in range(probs.shape[1]):
+    # A class whose probs are all 0 on the live detections changes nothing: its stable sort by
+    # -prob keeps the order and it has no candidate. The live *set* is fixed (only its order
+    # changes), so those classes are found once; typically most of the 80 are skipped.
+    nonzero = probs[order[:total]] != 0
+    present = np.flatnonzero(nonzero.any(axis=0))
+    # Every candidate of every class is among `union`: the suppression test of each pair is
+    # computed once for all classes (same arguments, same order, so the same values).
+    union = order[:total][nonzero.any(axis=1)]
+    hits = None
+    if 2 <= len(union) <= _PAIRWISE_MAX and len(present) > 1:
+        where = np.full(len(probs), -1, np.intp)
+        where[union] = np.arange(len(union))
+        boxes = dets.boxes[union]
+        hits = suppress(boxes[:, None], boxes[None, :]) > t
+    for k in present.tolist():
         live = order[:total]
         live = live[np.argsort(-probs[live, k], kind="stable")]  # qsort by prob desc (merge sort)
         order[:total] = live
         candidates = live[probs[live, k] != 0]
-        alive = _greedy(dets.boxes[candidates], t, suppress)
+        if hits is not None:
+            at = where[candidates]
+            alive = _greedy_hits(hits[np.ix_(at, at)])
+        else:
+            alive = _greedy(dets.boxes[candidates], t, suppress)
         probs[candidates[~alive], k] = 0
     out = Detections(dets.boxes, dets.objectness, probs, dets.uncertainty)
     return out.take(order)

@@ -1,0 +1,115 @@
+"""``train CFG DATA [WEIGHTS]``: arguments to :func:`darknetpy.train.train` keyword arguments.
+
+Darknet's ``darknetpy detector train DATA CFG [WEIGHTS] -map -clear -gpus 0,1`` reaches here as
+``train CFG DATA [WEIGHTS] --map --clear --gpus 0,1`` (translated in :mod:`darknetpy.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def _gpus(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus {text}: expected ids like 0,1,2") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"--gpus {text}: expected distinct ids like 0,1,2")
+    return ids
+
+
+def _kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "map": args.map, "clear": args.clear, "gpus": args.gpus, "device": args.device,
+        "amp": args.amp, "workers": args.workers, "seed": args.seed,
+        "max_batches": args.max_batches, "backup": args.backup, "map_epochs": args.map_epochs,
+        "thresh": args.thresh, "iou_thresh": args.iou_thresh, "strict": args.strict,
+        "progress": False if args.no_progress else None, "chart": not args.no_chart,
+    }
+
+
+def _spawned(cfg: str, data: str, weights: str | None, kwargs: dict) -> None:
+    """One process of ``--gpus 0,1`` (module level so that ``spawn`` can import it)."""
+    import sys
+
+    from ..errors import DarknetpyError
+    from ..train import train
+
+    try:
+        result = train(cfg, data, weights, **kwargs)
+    except DarknetpyError as exc:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"darknetpy: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if result.interrupted:
+        sys.exit(130)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    kwargs = _kwargs(args)
+    processes = len(args.gpus) if args.gpus else 1
+    if processes > 1 and "WORLD_SIZE" not in os.environ:  # -gpus 0,1 without torchrun
+        from ..distributed import launch
+
+        import torch.multiprocessing as mp
+
+        try:
+            launch(_spawned, processes, args.cfg, args.data, args.weights, kwargs)
+        except mp.ProcessExitedException as exc:
+            return int(exc.exit_code) if exc.exit_code and exc.exit_code > 0 else 1
+        return 0
+    if args.gpus and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) != processes:
+        raise UsageError(f"--gpus lists {processes} ids but torchrun started "
+                         f"{os.environ['WORLD_SIZE']} processes; make them agree")  # fmt: skip
+    result = train(Path(args.cfg), Path(args.data), args.weights and Path(args.weights), **kwargs)
+    if result.interrupted:
+        return 130
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "train", help="train a detector (darknet detector train)",
+        description="Train like `darknet detector train DATA CFG [WEIGHTS]`: same schedule, loss, "
+                    "augmentation and checkpoints (<backup>/<cfg>_last.weights every 100 "
+                    "iterations, _<N> every 1000, _best with --map, _final). Resume by passing "
+                    "a checkpoint as WEIGHTS.",
+    )  # fmt: skip
+    p.add_argument("cfg", help="the network .cfg ([net] batch, subdivisions, max_batches, ...)")
+    p.add_argument("data", help="the .data file (train=, valid=, names=, backup=)")
+    p.add_argument("weights", nargs="?", help="initial weights: pretrained, partial "
+                   "(yolov4.conv.137) or a checkpoint to resume from")  # fmt: skip
+    p.add_argument("--map", action="store_true", help="mAP@0.5 on valid= every 4 epochs "
+                   "(at least 100 iterations) and at the end; keeps _best.weights")  # fmt: skip
+    p.add_argument("--map-epochs", type=int, default=4, metavar="N",
+                   help="epochs between mAP evaluations (darknet -mAP_epochs, default 4)")
+    p.add_argument("--thresh", type=float, default=0.25,
+                   help="confidence threshold of the printed precision/recall (default 0.25)")
+    p.add_argument("--iou-thresh", type=float, default=0.5, help="IoU of a match (default 0.5)")
+    p.add_argument("--clear", action="store_true",
+                   help="start at iteration 0 whatever the weights file says")
+    p.add_argument("--gpus", type=_gpus, metavar="0,1",
+                   help="one process per listed GPU (darknet -gpus): learning rate x N")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off",
+                   help="mixed precision: fp16 (CUDA, with gradient scaling) or bf16")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="data-loading processes (default 0 on <= 2 cores, else 4)")
+    p.add_argument("--seed", type=int, help="seed of every random draw (default: random, printed)")
+    p.add_argument("--max-batches", type=int, metavar="N",
+                   help="override [net] max_batches (quick runs)")
+    p.add_argument("--backup", metavar="DIR",
+                   help="checkpoint folder (default: backup= of the .data file, else backup/)")
+    p.add_argument("--strict", action="store_true", help="unused cfg/.data keys are errors")
+    p.add_argument("--dont-show", action="store_true",
+                   help="accepted for darknet compatibility (darknetpy never opens a window)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-chart", action="store_true", help="do not write chart.png")
+    p.set_defaults(func=cmd_train)

@@ -1,0 +1,176 @@
+"""darknetpy.fastconv: prepacked oneDNN convolutions and the fast in-place mish."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from darknetpy.fastconv import (
+    FUSED_ACTIVATIONS,
+    PackedConv,
+    mish_,
+    packing_available,
+    prepack_convolutions,
+)
+from darknetpy.inference import fuse_conv_batchnorm
+from darknetpy.layers.activation import ACTIVATIONS
+from darknetpy.network import Network
+
+needs_onednn = pytest.mark.skipif(not packing_available(), reason="PyTorch built without oneDNN")
+
+CFG = """[net]
+width=40
+height=36
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=mish
+
+[convolutional]
+filters=12
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=12
+size=3
+stride=1
+pad=1
+groups=4
+activation={act}
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+dilation=2
+pad=1
+activation=swish
+
+[route]
+layers=-1,-3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+antialiasing=1
+activation=leaky
+
+[shortcut]
+from=-3
+activation=linear
+
+[convolutional]
+filters=8
+size=1
+activation=logistic
+"""
+
+
+def _network(act: str) -> Network:
+    torch.manual_seed(0)
+    net = Network.from_text(CFG.replace("{act}", act))
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+ACTS = ["leaky", "linear", "relu", "logistic", "tanh", "relie", "hardtan", "elu", "mish", "relu6"]
+
+
+@needs_onednn
+@pytest.mark.parametrize("act", ACTS)
+def test_prepacked_network_computes_what_the_unfused_one_does(act: str) -> None:
+    net = _network(act)
+    fused = fuse_conv_batchnorm(net)
+    packed = copy.deepcopy(fused)
+    replaced = prepack_convolutions(packed)
+    # every conv but the antialiased one
+    assert replaced == 5
+    assert not isinstance(packed.layers[5], PackedConv)
+    assert isinstance(packed.layers[2], PackedConv)
+    for batch, (h, w) in ((1, (36, 40)), (3, (36, 40)), (2, (24, 32))):  # other sizes than packed for
+        x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            want = net(x)
+            got = packed(x)
+        for a, b in zip(want, got):
+            assert a.shape == b.shape
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), float((a - b).abs().max())
+
+
+@needs_onednn
+def test_prepack_keeps_the_layer_contract_and_refuses_training_mode() -> None:
+    net = _network("leaky")
+    conv = net.layers[2]
+    fused = fuse_conv_batchnorm(net)
+    prepack_convolutions(fused)
+    packed = fused.layers[2]
+    assert isinstance(packed, PackedConv)
+    assert (packed.index, packed.sources, packed.out_shape) == (conv.index, conv.sources, conv.out_shape)
+    assert packed.bflops() == pytest.approx(conv.bflops())
+    assert packed._attr == "leaky_relu"
+    assert fused.layers[0]._attr == "none" and fused.layers[0]._mish  # mish runs after the conv
+    train = _network("leaky").train()
+    assert prepack_convolutions(train) == 0
+    copied = copy.deepcopy(fused)  # the packed weights travel as dense tensors
+    x = torch.rand(2, 3, 36, 40)
+    with torch.inference_mode():
+        want = fused(x)
+        for a, b in zip(want, copied(x)):
+            assert torch.equal(a, b)
+
+
+def test_fused_activation_table_matches_the_activation_formulas() -> None:
+    """Each oneDNN post-op named in the table computes the darknet formula of its activation."""
+    x = torch.linspace(-30, 30, 2001)
+    reference = {
+        "none": lambda t: t,
+        "relu": F.relu,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "swish": F.silu,
+        "hardtanh": lambda t, lo, hi: t.clamp(lo, hi),
+        "leaky_relu": lambda t, slope: F.leaky_relu(t, slope),
+    }
+    for name, (attr, scalars) in FUSED_ACTIVATIONS.items():
+        want = ACTIVATIONS[name].fn(x)
+        got = reference[attr](x, *scalars)
+        assert torch.allclose(want, got, atol=1e-6), name
+
+
+def test_fast_mish_matches_darknets_formula_in_double() -> None:
+    x = torch.cat([torch.linspace(-120, 120, 240_001), torch.randn(100_000) * 4,
+                   torch.tensor([0.0, -0.0, 20.0, -20.0, 88.0, -88.0, 1e-30, -1e-30])])
+    d = x.double()
+    softplus = torch.where(d > 20, d, torch.where(d < -20, torch.exp(d), torch.log1p(torch.exp(d))))
+    want = d * torch.tanh(softplus)  # activations.h: mish_yashas
+    got = mish_(x.clone()).double()
+    assert torch.isfinite(got).all()
+    err = (got - want).abs()
+    assert float(err.max()) < 3e-6
+    big = want.abs() > 1e-20
+    assert float((err[big] / want.abs()[big]).max()) < 1e-6
+    y = torch.randn(1000)
+    z = y.clone()
+    assert mish_(z) is z  # in place
+    assert torch.allclose(z, F.mish(y), atol=2e-6)
