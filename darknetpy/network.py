@@ -48,6 +48,8 @@ class Network(nn.Module):
         self.header: WeightsHeader | None = None  # set by load_weights
         self.loaded_layers = 0  # layers read by the last load_weights
         self._last_use = _last_use(layers)
+        # outputs kept to the end of a run: the heads' and the tensors entering them (for the loss)
+        self._keep = set(self.heads) | {layers[i].sources[0] for i in self.heads}
 
     # ---- construction ----
     @classmethod
@@ -106,7 +108,7 @@ class Network(nn.Module):
             outputs[index] = out
             if not keep_all:
                 for source in layer.sources:
-                    if self._last_use.get(source, -1) <= index and source not in self.heads:
+                    if self._last_use.get(source, -1) <= index and source not in self._keep:
                         outputs.pop(source, None)
         return outputs
 

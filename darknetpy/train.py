@@ -128,8 +128,7 @@ class _HeadInputs(torch.nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        outputs = self.net.forward_layers(x)  # TODO: net.head_inputs once it keeps head sources
-        return {i: outputs[self.net.layers[i].sources[0]] for i in self.net.heads}
+        return self.net.head_inputs(x)  # frees every other layer output as soon as it is used
 
 
 def _has_unused_parameters(net: Network) -> bool:
