@@ -159,9 +159,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
-        raise WeightsError(
-            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+        raise WeightsError(f"{path}: cannot read checkpoint ({_first_line(exc)})") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         keys = ", ".join(sorted(map(str, obj))) if isinstance(obj, dict) else type(obj).__name__
         raise WeightsError(
@@ -292,3 +290,14 @@ def _refuse_same(out: str | Path, *inputs: str | Path | None) -> None:
             raise WeightsError(
                 f"{out}: refusing to overwrite an input file; choose another output name"
             )
+
+
+def _first_line(exc: Exception) -> str:
+    """torch's reason in one line, without its advice to load with ``weights_only=False``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    unsafe = [line for line in lines if "GLOBAL" in line or "not an allowed global" in line]
+    if unsafe or isinstance(exc, __import__("pickle").UnpicklingError):
+        detail = unsafe[0] if unsafe else (lines[0] if lines else "")
+        return (f"it holds pickled code, which darknetpy never runs ({detail[:160]}); "
+                "only checkpoints written by `darknetpy convert` or `darknetpy train` load")
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"

@@ -269,10 +269,11 @@ def draw_detections(
     thickness = max(1, round(font_scale * 1.5))
     for best, best_class, dets in boxes:
         x, y, bw, bh = best.relative
-        left = max(0, int((x - bw / 2.0) * w))
-        right = min(w - 1, int((x + bw / 2.0) * w))
-        top = max(0, int((y - bh / 2.0) * h))
-        bottom = min(h - 1, int((y + bh / 2.0) * h))
+        # clamp in float first: an untrained network's boxes can be inf or nan
+        left = _pixel((x - bw / 2.0) * w, w - 1)
+        right = _pixel((x + bw / 2.0) * w, w - 1)
+        top = _pixel((y - bh / 2.0) * h, h - 1)
+        bottom = _pixel((y + bh / 2.0) * h, h - 1)
         color = class_color(best_class, classes)
         cv2.rectangle(out, (left, top), (right, bottom), color, width)
         label = f"{best.name}: {best.score:.2f}" + "".join(
@@ -521,3 +522,8 @@ def _renamed(prediction: Prediction, source: str) -> Prediction:
     from dataclasses import replace
 
     return replace(prediction, source=source)
+
+
+def _pixel(value: float, limit: int) -> int:
+    """``value`` clamped to [0, limit] as an int; NaN gives 0."""
+    return int(min(max(value, 0.0), float(limit))) if value == value else 0

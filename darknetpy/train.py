@@ -339,6 +339,14 @@ def _update(run: _Run, loss: float) -> float:
         run.optimizer.zero_grad()
     else:
         run.optimizer.step(rate=rate, iteration=batch_num)
+    if not all(bool(torch.isfinite(p).all()) for p in run.net.parameters()):
+        last = checkpoint_path(run.backup, run.base, "last")
+        raise TrainingError(
+            f"iteration {loop.iteration + run.ctx.world_size}: the update made the weights "
+            f"non-finite (the next loss is inf at rate {rate:g}); training stopped without saving "
+            f"them and the last checkpoint ({last if last.exists() else 'none yet'}) was kept. "
+            "Lower learning_rate or raise burn_in"
+        )
     loop.iteration += run.ctx.world_size
     loop.loop_count += 1
     if run.ema is not None and (done := run.ema.after_update(loop.iteration)):

@@ -156,9 +156,6 @@ def test_malicious_checkpoint_is_refused_by_the_cli(files: dict[str, Path], kind
 
 
 @pytest.mark.parametrize("kind", ["evil", "bare"])
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="darknetpy/convert.py read_checkpoint embeds torch's "
-                   "multi-line UnpicklingError text (which also advises weights_only=False) in the "
-                   "WeightsError; the CLI error must be one line saying the file holds code")
 def test_malicious_checkpoint_error_is_one_line_without_unsafe_advice(
         files: dict[str, Path], kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["convert", str(files[kind]), str(files["cfg"].parent / "out.weights")])
