@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,14 +160,17 @@ def main() -> int:
         rows = train_rss(args.size, args.batch, args.iterations, args.every)
         warm = max(1, args.iterations // 5)
         after = [r for r in rows if r[0] >= warm]
-        first, last = after[0], rows[-1]
-        growth = last[1] - first[1]
-        peak = max(r[1] for r in after)
-        per100 = growth / max(last[0] - first[0], 1) * 100
-        flat = growth < max(FLAT_MIB, 0.02 * first[1])
+        third = max(1, len(after) // 3)
+        early = statistics.median(r[1] for r in after[:third])
+        late = statistics.median(r[1] for r in after[-third:])
+        growth = late - early
+        span = after[-1][0] - after[0][0]
+        flat = growth < max(FLAT_MIB, 0.02 * early)
         print(table(["iteration", "RSS MiB", "s/iteration"], [list(r) for r in rows]))
-        print(f"after warm-up (iteration {first[0]} -> {last[0]}): {growth:+.1f} MiB "
-              f"({per100:+.1f} MiB per 100 iterations), max {peak:.1f} MiB: "
+        print(f"after warm-up (iteration {after[0][0]} -> {after[-1][0]}): median RSS of the last "
+              f"third {late:.1f} MiB vs the first third {early:.1f} MiB: {growth:+.1f} MiB "
+              f"({growth / max(span, 1) * 100:+.1f} MiB per 100 iterations); range "
+              f"{min(r[1] for r in after):.1f}-{max(r[1] for r in after):.1f} MiB: "
               f"{'FLAT' if flat else 'GROWS'}")
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0

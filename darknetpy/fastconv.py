@@ -52,21 +52,44 @@ FUSED_ACTIVATIONS: MappingProxyType[str, tuple[str, tuple[float, ...]]] = Mappin
 })
 
 
+_MISH_CHUNK = 1 << 20  # values per step of mish_: temporaries of 4 MB stay in cache, no page faults
+
+
 def mish_(x: Tensor) -> Tensor:
     """Darknet's ``mish_yashas`` (``x·tanh(softplus(x))``) in place, from the logistic function:
     with ``s = σ(x)`` and ``n = s·(2 - s)``, ``tanh(log(1 + eˣ)) = n / (2 - n)``.
 
     (``1 + eˣ = 1/(1 - s)``, so the tanh is ``(1 - (1-s)²) / (1 + (1-s)²)``.) No cancellation
     where ``x`` is very negative (``n ≈ 2s``) and no overflow where it is large (``n → 1``);
-    within 1.3e-6 absolute of the float64 formula (``F.mish``: 7e-7). PyTorch's CPU ``mish``,
+    within 1.9e-6 absolute of the float64 formula (``F.mish``: 7e-7). PyTorch's CPU ``mish``,
     ``tanh`` and ``exp`` kernels cost 4-10 ns per value on AVX-512 here, its logistic 0.3 ns: this
-    takes about 3 ns instead of 7. No autograd: inference only.
+    takes under 2 ns instead of 7. Large tensors go in chunks of ``_MISH_CHUNK`` values so that
+    the two temporaries stay small. No autograd: inference only.
     """
+    flat = _flat_view(x)
+    if flat is None or flat.numel() <= _MISH_CHUNK:
+        _mish_block(x)
+    else:
+        for block in flat.split(_MISH_CHUNK):
+            _mish_block(block)
+    return x
+
+
+def _flat_view(x: Tensor) -> Tensor | None:
+    """A 1-d view of all of ``x``'s values (contiguous or channels-last), else None."""
+    if x.is_contiguous():
+        return x.view(-1)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).view(-1)
+    return None
+
+
+def _mish_block(x: Tensor) -> None:
     n = torch.sigmoid(x)
     d = torch.rsub(n, 2)  # 2 - s
     n.mul_(d)  # n = s(2 - s)
     torch.neg(n, out=d).add_(2)  # 2 - n
-    return x.mul_(n.div_(d))
+    x.mul_(n.div_(d))
 
 
 def packing_available() -> bool:

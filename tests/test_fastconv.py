@@ -174,3 +174,19 @@ def test_fast_mish_matches_darknets_formula_in_double() -> None:
     z = y.clone()
     assert mish_(z) is z  # in place
     assert torch.allclose(z, F.mish(y), atol=2e-6)
+
+
+def test_fast_mish_in_chunks_on_large_and_channels_last_tensors() -> None:
+    g = torch.Generator().manual_seed(1)
+    for shape, channels_last in (((2, 16, 300, 300), True), ((2, 16, 300, 300), False),
+                                 ((3, 5, 7, 9), False)):
+        x = torch.randn(*shape, generator=g) * 4
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        want = F.mish(x)
+        got = mish_(x)
+        assert got is x
+        assert torch.allclose(got, want, atol=3e-6), float((got - want).abs().max())
+    odd = torch.randn(4, 6, generator=g).t()  # neither contiguous nor channels-last
+    want = F.mish(odd)
+    assert torch.allclose(mish_(odd), want, atol=3e-6)

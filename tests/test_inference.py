@@ -193,7 +193,7 @@ def test_fused_detections_equal_unfused(name: str) -> None:
     assert len(fused) == len(unfused) or problems == []
     # in NCHW the fused copy computes bit for bit what the network's own inference path does
     # (which folds the batch norm on the fly, in double, as darknet's fuse_conv_batchnorm)
-    nchw = InferenceModel(model.network, channels_last=False)
+    nchw = InferenceModel(model.network, channels_last=False, prepack=False)
     with torch.inference_mode():
         for a, b in zip(nchw(x), model.network(x)):
             assert torch.equal(a, b)
