@@ -1,4 +1,4 @@
-"""Darknet's detection losses (darknetpy.loss, darknetpy.loss_region).
+"""Darknet's detection losses (the darknetpy.loss package).
 
 Parity: every golden ``train.npz`` (one training forward pass of a real Darknet build) — the gradient
 of ``LossTerms.total`` w.r.t. each head input must equal Darknet's delta (its negative gradient),
@@ -21,8 +21,16 @@ import torch
 
 from darknetpy.boxes import box_giou, box_iou
 from darknetpy.errors import UsageError
-from darknetpy.loss import LossTerms, compute_loss, dx_box_iou, yolo_activate, yolo_spec
-from darknetpy.loss_region import gaussian_yolo_activate, region_output, region_spec
+from darknetpy.loss import (
+    LossTerms,
+    compute_loss,
+    dx_box_iou,
+    gaussian_yolo_activate,
+    region_output,
+    region_spec,
+    yolo_activate,
+    yolo_spec,
+)
 from darknetpy.network import Network
 
 from .conftest import GOLDEN, require_shared

@@ -1,0 +1,65 @@
+"""What a detection loss returns: one head's delta and printed figures, and the network's total."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class HeadStats:
+    """One head's figures as Darknet prints them after a training forward pass.
+
+    ``class_loss``, ``iou_loss``, ``uc_loss`` and ``total_loss`` are already divided by the
+    mini-batch, as printed; ``cost`` is Darknet's ``*l.cost`` (not divided). ``count`` is the
+    number of (truth, anchor) assignments (1 when there were none, as Darknet sets it).
+    """
+
+    layer: int
+    kind: str  # "yolo", "Gaussian_yolo" or "region"
+    cost: float
+    count: int
+    avg_iou: float
+    class_loss: float = 0.0
+    iou_loss: float = 0.0
+    uc_loss: float = 0.0
+    total_loss: float = 0.0
+    avg_obj: float = 0.0
+    avg_anyobj: float = 0.0
+    avg_cat: float = 0.0
+    recall50: float = 0.0
+    recall75: float = 0.0
+    line: str = ""  # the line Darknet writes to stderr for this head
+
+
+@dataclass(frozen=True)
+class HeadLoss:
+    """The result for one head: Darknet's delta (same shape as the head input) and statistics."""
+
+    delta: torch.Tensor
+    cost: torch.Tensor  # 0-dim float64
+    stats: HeadStats
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """Darknet's training losses for every detection head.
+
+    Attributes:
+        total: scalar surrogate; its gradient w.r.t. each head input is ``-deltas[i]``.
+        costs: ``{layer index: Darknet's cost}`` (``*l.cost``, what ``get_network_cost`` averages).
+        stats: ``{layer index: HeadStats}``.
+        deltas: ``{layer index: Darknet's delta}`` (detached, the head input's shape).
+    """
+
+    total: torch.Tensor
+    costs: Mapping[int, float]
+    stats: Mapping[int, HeadStats]
+    deltas: Mapping[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float:
+        """Darknet's ``get_network_cost``: the mean of the head costs."""
+        return sum(self.costs.values()) / max(len(self.costs), 1)

@@ -1,0 +1,325 @@
+"""Darknet's ``[yolo]`` loss: ``yolo_layer.c: forward_yolo_layer`` in training mode.
+
+Step A of ``process_batch`` scores every cell and anchor slot (objectness toward 0, the ignore
+rule, ``truth_thresh``); step B every (truth, anchor) assignment of :func:`yolo_assignments`;
+``averages_yolo_deltas`` then divides box deltas by the labels of a position (``iou_thresh`` < 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .assign import (
+    Truths,
+    _Assignments,
+    _mapped,
+    _rounds,
+    best_truth_ious,
+    yolo_assignments,
+)
+from .deltas import _class_deltas, _mult, yolo_box_deltas
+from .records import HeadLoss, HeadStats
+from .specs import YoloSpec
+
+_CLASS_MATCH_THRESH = 0.25  # compare_yolo_class(..., 0.25f): a class prob above it allows ignoring
+
+
+def yolo_activate(z: torch.Tensor, spec: YoloSpec) -> torch.Tensor:
+    """``forward_yolo_layer``: σ on x, y, objectness and classes (not on w, h; nothing at all
+    with new_coords), then ``x·s − (s−1)/2`` on x and y. (N, A·(5+C), H, W) in and out."""
+    n, _, h, w = z.shape
+    out = z.detach().to(torch.float32).reshape(n, len(spec.mask), 5 + spec.classes, h, w).clone()
+    if not spec.new_coords:
+        out[:, :, 0:2] = torch.sigmoid(out[:, :, 0:2])
+        out[:, :, 4:] = torch.sigmoid(out[:, :, 4:])
+    scale, beta = scale_x_y_args(spec.scale_x_y)
+    out[:, :, 0:2] = out[:, :, 0:2] * scale + beta
+    return out.reshape(z.shape)
+
+
+def scale_x_y_args(scale_x_y: float) -> tuple[float, float]:
+    """``scal_add_cpu(.., l.scale_x_y, -0.5*(l.scale_x_y - 1), ..)``: both as C floats."""
+    scale = np.float32(scale_x_y)
+    return float(scale), float(np.float32(-0.5 * float(scale - np.float32(1))))
+
+
+def yolo_boxes(
+    out: torch.Tensor,
+    anchors: torch.Tensor,
+    new_coords: bool,
+    input_size: tuple[int, int],
+) -> torch.Tensor:
+    """``get_yolo_box`` for every cell: (N, A, H, W, 4) x, y, w, h relative to the network input.
+
+    Args:
+        out: activated outputs (N, A, 5+C, H, W); anchors: (A, 2) pixels of this head's slots.
+    """
+    _, _, _, h, w = out.shape
+    net_w, net_h = input_size
+    jj = torch.arange(h, device=out.device, dtype=out.dtype).view(1, 1, h, 1)
+    ii = torch.arange(w, device=out.device, dtype=out.dtype).view(1, 1, 1, w)
+    aw = anchors[:, 0].view(1, -1, 1, 1).to(out)
+    ah = anchors[:, 1].view(1, -1, 1, 1).to(out)
+    if new_coords:
+        bw = out[:, :, 2] * out[:, :, 2] * 4 * aw / net_w
+        bh = out[:, :, 3] * out[:, :, 3] * 4 * ah / net_h
+    else:
+        bw = torch.exp(out[:, :, 2]) * aw / net_w
+        bh = torch.exp(out[:, :, 3]) * ah / net_h
+    return torch.stack(((ii + out[:, :, 0]) / w, (jj + out[:, :, 1]) / h, bw, bh), dim=-1)
+
+
+@dataclass
+class _Acc:
+    """Statistic accumulators of one head (``train_yolo_args`` and the locals of process_batch)."""
+
+    count: int = 0
+    tot_iou: float = 0.0
+    tot_iou_loss: float = 0.0
+    tot_giou_loss: float = 0.0
+    recall50: int = 0
+    recall75: int = 0
+    avg_obj: float = 0.0
+    avg_cat: float = 0.0
+    avg_anyobj: float = 0.0
+
+    def add(
+        self,
+        iou: torch.Tensor,
+        giou: torch.Tensor,
+        obj: torch.Tensor,
+        cat: torch.Tensor,
+    ) -> None:
+        self.count += int(iou.numel())
+        self.tot_iou += float(iou.sum())
+        self.tot_iou_loss += float((1 - iou).sum())
+        self.tot_giou_loss += float((1 - giou).sum())
+        self.recall50 += int((iou > 0.5).sum())
+        self.recall75 += int((iou > 0.75).sum())
+        self.avg_obj += float(obj.sum())
+        self.avg_cat += float(cat.sum())
+
+
+def yolo_loss(
+    z: torch.Tensor,
+    truth: torch.Tensor | np.ndarray,
+    spec: YoloSpec,
+    *,
+    input_size: tuple[int, int],
+    index: int = -1,
+) -> HeadLoss:
+    """Darknet's ``forward_yolo_layer`` in training mode for one head.
+
+    Args:
+        z: (N, A·(5+C), H, W) the tensor entering the [yolo] layer.
+        truth: (N, T, 5+) rows x, y, w, h, class relative to the network input.
+        input_size: the current network (width, height).
+        index: the layer index (for the printed line).
+    """
+    n, _, h, w = z.shape
+    a, c = len(spec.mask), spec.classes
+    out = yolo_activate(z, spec).view(n, a, 5 + c, h, w)
+    truths = Truths.from_tensor(truth, spec.max_boxes, batch=n, index=index)
+    valid = truths.valid(c, class_check_first=False)
+    delta = _yolo_negatives(out, truths, valid, spec, input_size)
+    acc = _Acc(avg_anyobj=float(out[:, :, 4].sum()))
+    asg = yolo_assignments(truths, valid, spec, (w, h), input_size).to(out.device)
+    if asg.b.numel():
+        _yolo_positives(out, delta, asg, spec, input_size, acc)
+    if spec.iou_thresh < 1.0:
+        _average_yolo_deltas(delta)
+    cost, stats = _yolo_cost(delta, acc, spec, index, n)
+    return HeadLoss(delta.view(z.shape), cost, stats)
+
+
+def _average_yolo_deltas(delta: torch.Tensor) -> None:
+    """``averages_yolo_deltas``: a position with an objectness delta and several positive class
+    labels gets its box deltas divided by their number (in place)."""
+    labels = (delta[:, :, 5:] > 0).sum(dim=2)
+    div = torch.where((delta[:, :, 4] != 0) & (labels > 0), labels, torch.ones_like(labels))
+    delta[:, :, :4] = delta[:, :, :4] / div.unsqueeze(2).to(delta)
+
+
+def _yolo_negatives(
+    out: torch.Tensor,
+    truths: Truths,
+    valid: torch.Tensor,
+    spec: YoloSpec,
+    input_size: tuple[int, int],
+) -> torch.Tensor:
+    """Step A of ``process_batch``, every cell and anchor slot: the objectness delta toward 0,
+    ignored (or smoothed) where the best IoU with a truth is > ignore_thresh and some class prob
+    is > 0.25, and the ``truth_thresh`` positives. Replaces a NaN/inf objectness by 0 in ``out``
+    (in images with a valid truth, where Darknet's truth loop reaches that check)."""
+    n, a, _, h, w = out.shape
+    device = out.device
+    has_truth = valid.any(dim=1).to(device).view(n, 1, 1, 1)
+    obj = out[:, :, 4]
+    out[:, :, 4] = torch.where(has_truth & ~torch.isfinite(obj), torch.zeros_like(obj), obj)
+    obj = out[:, :, 4]
+    anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=device)
+    pred = yolo_boxes(
+        out,
+        anchors[torch.tensor(spec.mask, device=device)],
+        spec.new_coords,
+        input_size,
+    )
+    want_index = spec.truth_thresh < 1.0
+    best_iou, best_t = best_truth_ious(
+        pred.reshape(n, -1, 4), truths.boxes, valid, want_index=want_index
+    )
+    best_iou, best_t = best_iou.view(n, a, h, w), best_t.view(n, a, h, w)
+    class_match = (out[:, :, 5:] > _CLASS_MATCH_THRESH).any(dim=2)  # compare_yolo_class
+    best_match = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
+    delta = torch.zeros_like(out)
+    d_obj = spec.obj_normalizer * (0 - obj)
+    ignore = best_match > spec.ignore_thresh
+    if spec.objectness_smooth:
+        smooth = torch.maximum(d_obj, spec.obj_normalizer * (best_match - obj))
+        d_obj = torch.where(ignore, smooth, d_obj)
+    else:
+        d_obj = torch.where(ignore, torch.zeros_like(d_obj), d_obj)
+    delta[:, :, 4] = d_obj
+    if want_index:
+        _yolo_truth_thresh(out, delta, best_iou, best_t, truths, spec, input_size)
+    return delta
+
+
+def _yolo_positives(
+    out: torch.Tensor,
+    delta: torch.Tensor,
+    asg: _Assignments,
+    spec: YoloSpec,
+    input_size: tuple[int, int],
+    acc: _Acc,
+) -> None:
+    """Step B of ``process_batch``: box, objectness and class deltas of every assignment, applied
+    round by round so that positions hit by several truths see them in Darknet's order."""
+    _, a, _, h, w = out.shape
+    mult = _mult(spec, asg.cls)
+    o_all = out[asg.b, asg.slot, :, asg.j, asg.i]  # (K, 5+C)
+    anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=out.device)
+    box, iou, giou = yolo_box_deltas(
+        o_all[:, :4],
+        asg.truth,
+        anchors[asg.anchor],
+        asg.i,
+        asg.j,
+        (w, h),
+        input_size,
+        spec.iou_normalizer * mult,
+        spec,
+    )
+    k = torch.arange(len(asg.cls), device=out.device)
+    acc.add(iou, giou, o_all[:, 4], o_all[k, 5 + asg.cls])
+    rank = _rounds((((asg.b * a + asg.slot) * h + asg.j) * w + asg.i).cpu()).to(out.device)
+    for r in range(int(rank.max()) + 1):
+        sel = rank == r
+        b, s, i, j = asg.b[sel], asg.slot[sel], asg.i[sel], asg.j[sel]
+        cur = delta[b, s, :, j, i]
+        o = o_all[sel]
+        cur[:, :4] = cur[:, :4] + box[sel].to(cur)  # accumulate
+        new_obj = mult[sel] * spec.obj_normalizer * (1 - o[:, 4])
+        if spec.objectness_smooth:
+            new_obj = torch.where(cur[:, 4] == 0, new_obj, cur[:, 4])
+        cur[:, 4] = new_obj
+        cur[:, 5:] = _class_deltas(cur[:, 5:], o[:, 5:], asg.cls[sel], spec)
+        delta[b, s, :, j, i] = cur
+
+
+def _yolo_truth_thresh(
+    out: torch.Tensor,
+    delta: torch.Tensor,
+    best_iou: torch.Tensor,
+    best_t: torch.Tensor,
+    truths: Truths,
+    spec: YoloSpec,
+    input_size: tuple[int, int],
+) -> None:
+    """Step A, ``best_iou > truth_thresh``: the cell becomes a positive for its best truth."""
+    h, w = out.shape[-2:]
+    b, s, j, i = torch.nonzero(best_iou > spec.truth_thresh, as_tuple=True)
+    if b.numel() == 0:
+        return
+    device = out.device
+    t = best_t[b, s, j, i]
+    cls = _mapped(truths.classes.to(device)[b, t], spec.class_map)
+    truth = truths.boxes.to(device)[b, t]
+    mult = _mult(spec, cls, out.dtype)
+    iou = best_iou[b, s, j, i]
+    o = out[b, s, :, j, i]
+    cur = delta[b, s, :, j, i]
+    target = iou * iou if spec.objectness_smooth else torch.ones_like(iou)
+    cur[:, 4] = spec.obj_normalizer * (target - o[:, 4])
+    cur[:, 5:] = _class_deltas(cur[:, 5:], o[:, 5:], cls, spec)
+    k = torch.arange(cls.numel(), device=device)
+    if spec.objectness_smooth:
+        cur[k, 5 + cls] = mult * (iou * iou - o[k, 5 + cls])
+    anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=device)
+    slot_anchor = torch.tensor(spec.mask, device=device)[s]
+    box, _, _ = yolo_box_deltas(
+        o[:, :4],
+        truth,
+        anchors[slot_anchor],
+        i,
+        j,
+        (w, h),
+        input_size,
+        spec.iou_normalizer * mult,
+        spec,
+    )
+    cur[:, :4] = cur[:, :4] + box.to(cur)
+    delta[b, s, :, j, i] = cur
+
+
+def _yolo_cost(
+    delta: torch.Tensor, acc: _Acc, spec: YoloSpec, index: int, batch: int
+) -> tuple[torch.Tensor, HeadStats]:
+    """The end of ``forward_yolo_layer``: ``*l.cost`` and the printed line (show_details)."""
+    count = acc.count or 1
+    per_entry = torch.sum(delta * delta, dim=(0, 1, 3, 4), dtype=torch.float64).tolist()
+    loss = sum(per_entry)
+    name = "mse" if spec.iou_loss == "mse" else ("giou" if spec.iou_loss == "giou" else "iou")
+    head = (
+        f"v3 ({name} loss, Normalizer: (iou: {spec.iou_normalizer:.2f}, obj: "
+        f"{spec.obj_normalizer:.2f}, cls: {spec.cls_normalizer:.2f}) Region {index} Avg (IOU: "
+        f"{acc.tot_iou / count:f}), count: {count}, "
+    )
+    common: dict[str, Any] = {
+        "layer": index,
+        "kind": "yolo",
+        "count": count,
+        "avg_iou": acc.tot_iou / count,
+        "avg_obj": acc.avg_obj / count,
+        "avg_cat": acc.avg_cat / count,
+        "avg_anyobj": acc.avg_anyobj / max(delta[:, :, 4].numel(), 1),
+        "recall50": acc.recall50 / count,
+        "recall75": acc.recall75 / count,
+    }
+    if spec.show_details == 0:
+        line = head + f"total_loss = {loss / batch:f} "
+        return torch.tensor(loss, dtype=torch.float64), HeadStats(
+            cost=loss, total_loss=loss / batch, line=line, **common
+        )
+    class_loss = spec.obj_normalizer * sum(per_entry[4:])
+    iou_loss = loss - class_loss
+    cost = loss
+    if spec.iou_loss != "mse":
+        tot = acc.tot_giou_loss if spec.iou_loss == "giou" else acc.tot_iou_loss
+        cost = spec.iou_normalizer * (tot / count) + class_loss
+    line = head + (
+        f"class_loss = {class_loss / batch:f}, iou_loss = {iou_loss / batch:f}, "
+        f"total_loss = {loss / batch:f} "
+    )
+    return torch.tensor(cost, dtype=torch.float64), HeadStats(
+        cost=cost,
+        class_loss=class_loss / batch,
+        iou_loss=iou_loss / batch,
+        total_loss=loss / batch,
+        line=line,
+        **common,
+    )
