@@ -12,7 +12,7 @@ from darknetpy import postprocess
 from darknetpy.cli import main
 from darknetpy.errors import UsageError
 from darknetpy.export import export_onnx, output_names
-from darknetpy.inference import fuse_conv_batchnorm
+from darknetpy.inference import InferenceModel, fuse_conv_batchnorm
 from darknetpy.layers import INPUT
 from darknetpy.network import Network
 
@@ -21,28 +21,11 @@ from .conftest import GOLDEN, detection_networks, golden_networks, require_share
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-# End-to-end runs of the deepest networks cost a few seconds each: `pytest -m slow` runs them (the
-# layer-by-layer test covers every network in CI).
-LARGE = {
-    "yolov4",
-    "yolov4-p5",
-    "yolov4x-mish",
-    "yolov4-csp",
-    "yolov4-csp-swish",
-    "yolov3-spp",
-    "yolov4-sam-mish-csp-reorg-bfm",
-    "enet-coco",
-    "yolov7",
-    "csdarknet53-omega",
-}
-# Shallow enough that float32 rounding stays well below 1e-4 end to end (measured 1.2e-5 to
-# 2.4e-5; yolov2, yolov3 and yolov7-tiny reach 6e-5 to 1.03e-4 depending on the thread count, so
-# they are checked layer by layer and with the depth tolerance instead).
+# Shallow enough that float32 rounding stays well below 1e-4 end to end (measured 1.6e-5 to
+# 3.1e-5; yolov2, yolov3 and yolov7-tiny reach 6e-5 to 1.03e-4 depending on the thread count, and
+# the deeper networks 1.7e-4 to 3.5e-3 as PyTorch does against itself with another convolution
+# kernel: those are held to float32's own precision by the float64 test below).
 SMALL = ["yolov2-tiny", "yolov3-tiny", "yolov3-tiny-prn", "yolov4-tiny", "yolov4-tiny-3l"]
-
-
-def _params(names: list[str]) -> list:
-    return [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in names]
 
 
 def _golden_network(name: str) -> tuple[Network, np.ndarray]:
@@ -113,17 +96,41 @@ def test_heads_end_to_end_within_1e4_with_dynamic_batch_and_decode(
         np.testing.assert_allclose(probs, dets.probs, rtol=0, atol=2e-3)
 
 
-@pytest.mark.parametrize("name", _params(detection_networks()))
-def test_heads_end_to_end_within_the_depth_tolerance(name: str, tmp_path: Path) -> None:
-    """Every detection network, end to end: deep networks with random weights amplify float32
-    rounding (onnxruntime and PyTorch sum in different orders: 3.4e-3 on yolov4's heads, as far
-    as PyTorch float32 is from PyTorch float64), so the README's depth tolerance applies."""
+def _float32_heads(net: Network, x: np.ndarray) -> list[list[np.ndarray]]:
+    """The heads as three float32 PyTorch paths compute them: the unfused network with oneDNN
+    convolutions, with PyTorch's native ones, and ``darknetpy.load()``'s fused prepacked model."""
+    t = torch.from_numpy(x)
+    with torch.inference_mode():
+        onednn = [h.numpy() for h in net(t)]
+        with torch.backends.mkldnn.flags(enabled=False):
+            native = [h.numpy() for h in net(t)]
+        fused = [h.numpy() for h in InferenceModel(net)(t)]
+    return [onednn, native, fused]
+
+
+@pytest.mark.parametrize("name", detection_networks())
+def test_heads_end_to_end_as_close_to_exact_as_pytorch(name: str, tmp_path: Path) -> None:
+    """Every detection network, end to end: onnxruntime's heads are no further from the float64
+    result than PyTorch's float32 heads are. Past ~100 layers these golden networks amplify float32
+    rounding above 1e-4 for *any* two float32 implementations (PyTorch with oneDNN against PyTorch
+    with its native convolutions differs by 1.9e-3 on yolov4): ``bench/bench_onnx_precision.py``
+    prints the table. Also within the README's depth tolerance of PyTorch's float32 heads."""
     net, x = _golden_network(name)
     outs = _session(export_onnx(net, tmp_path / "m.onnx")).run(None, {"images": x})
-    with torch.inference_mode():
-        ref = net(torch.from_numpy(x))
-    for got, want in zip(outs, ref):
-        want = want.numpy()
+    exact_net = Network.from_cfg(GOLDEN / name / "net.cfg")
+    exact_net.load_weights(GOLDEN / name / "net.weights")
+    exact_net = exact_net.double().eval()
+    with torch.no_grad():
+        exact = [h.numpy() for h in exact_net(torch.from_numpy(x).double())]
+    paths = _float32_heads(net, x)
+
+    def error(heads: list[np.ndarray]) -> float:
+        return max(float(np.abs(h - e).max()) for h, e in zip(heads, exact))
+
+    float32_noise = max(error(heads) for heads in paths)
+    assert float32_noise > 0  # float32 really rounded
+    assert error(outs) <= 2 * float32_noise + 1e-6, (error(outs), float32_noise)
+    for got, want in zip(outs, paths[0]):
         assert np.abs(got - want).max() <= 3e-3 * np.abs(want).max() + 1e-5
 
 
