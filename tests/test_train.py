@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,69 +21,18 @@ from darknetpy.schedule import learning_rate
 from darknetpy.train import ResizePlan, TrainingError, map_interval, random_size, train
 from darknetpy.weights import read_header
 
-REPO = Path(__file__).resolve().parents[1]
-RACCOON = REPO / "data" / "raccoon"
+from .conftest import RACCOON, REPO, TinyRun, tiny_train_cfg
 
-TINY = """[net]
-batch=4
-subdivisions=2
-width=64
-height=64
-channels=3
-momentum=0.9
-decay=0.0005
-learning_rate=0.001
-burn_in=3
-max_batches=4
-policy=steps
-steps=3
-scales=.1
-hue=.1
-saturation=1.5
-exposure=1.5
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-jitter=.3
-random={random}
-iou_loss=ciou
-iou_normalizer=0.07
-scale_x_y=1.05
-"""
+TINY = tiny_train_cfg(burn_in=3, max_batches=4, policy="steps",
+                      schedule={"steps": 3, "scales": ".1"},
+                      yolo={"iou_loss": "ciou", "iou_normalizer": 0.07, "scale_x_y": 1.05})
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> tuple[Path, Path]:
+def files(tiny_run: Callable[..., TinyRun]) -> tuple[Path, Path]:
     """A tiny cfg and a .data file over the embedded raccoon lists (save every 2 / 3 iterations)."""
-    cfg = tmp_path / "tiny.cfg"
-    cfg.write_text(TINY.format(random=0))
-    data = tmp_path / "raccoon.data"
-    data.write_text(f"classes=1\ntrain={RACCOON / 'train.txt'}\nvalid={RACCOON / 'valid.txt'}\n"
-                    f"names={RACCOON / 'raccoon.names'}\nbackup={tmp_path / 'backup'}\n"
-                    "savelast=2\nsaveweights=3\n")  # fmt: skip
-    return cfg, data
+    run = tiny_run(TINY, images=None, valid=True, data={"savelast": 2, "saveweights": 3})
+    return run.cfg, run.data
 
 
 QUIET = {"progress": False, "chart": False, "workers": 0, "cache": False}

@@ -23,7 +23,7 @@ import pytest
 
 from darknetpy.errors import DarknetpyError, DataError
 
-from ..conftest import SHARED, SKIP_REASON
+from ..conftest import SHARED, SKIP_REASON, make_tiny_run, quiet_weights, tiny_cfg
 
 RACCOON = SHARED / "datasets" / "raccoon"
 CLASSES = 1
@@ -307,46 +307,14 @@ def test_image_list_with_blank_lines_and_missing_list(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # the training loop on the broken dataset
-TRAIN_CFG = """[net]
-batch=4
-subdivisions=1
-width=64
-height=64
-channels=3
-learning_rate=0.001
-max_batches=3
-policy=constant
-mosaic=1
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-random=0
-"""
+TRAIN_CFG = tiny_cfg(batch=4, subdivisions=1, yolo={"random": 0},
+                     net={"learning_rate": 0.001, "max_batches": 3, "policy": "constant",
+                          "mosaic": 1})  # fmt: skip
 
 
 def _train_files(root: Path, images: list[Path]) -> tuple[Path, Path]:
-    cfg = root / "broken.cfg"
-    cfg.write_text(TRAIN_CFG)
-    listing = root / "list.txt"
-    listing.write_text("".join(f"{p}\n" for p in images))
-    data = root / "broken.data"
-    data.write_text(f"classes=1\ntrain={listing}\nbackup={root / 'backup'}\n")
-    return cfg, data
+    run = make_tiny_run(root, TRAIN_CFG, name="broken", images=images, names=False)
+    return run.cfg, run.data
 
 
 @pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
@@ -443,12 +411,7 @@ def test_predict_on_odd_or_wrong_images_works_or_raises_a_darknetpy_error(tmp_pa
     (tmp_path / "text.jpg").write_text("not an image")
     from darknetpy import Network
 
-    net = Network.from_text(TRAIN_CFG)
-    with torch.no_grad():
-        for name, tensor in net.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.fill_(1.0 if name.endswith("running_var") else 0.0)
-    net.save_weights(tmp_path / "t.weights")
+    quiet_weights(Network.from_text(TRAIN_CFG)).save_weights(tmp_path / "t.weights")
     model = inference.load(cfg, tmp_path / "t.weights")
     outcomes: dict[str, str] = {}
     for name, image in _predict_inputs(tmp_path).items():

@@ -23,35 +23,9 @@ from darknetpy import Network
 from darknetpy.cli import build_parser, main
 from darknetpy.errors import DarknetpyError
 
-from . import REPO
+from ..conftest import RACCOON, make_tiny_run, quiet_weights, tiny_cfg
 
-RACCOON = REPO / "data" / "raccoon"
-
-TINY = """[net]
-batch=1
-subdivisions=1
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
+TINY = tiny_cfg(batch=1, subdivisions=1)
 
 
 class Payload:
@@ -70,12 +44,7 @@ def quiet_network() -> Network:
     (Darknet's own initialisation has BN rolling variance 0, which makes an untrained network's
     boxes overflow to inf; that case is tested in test_corrupt_weights.py.)
     """
-    net = Network.from_text(TINY)
-    with torch.no_grad():
-        for name, tensor in net.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.fill_(1.0 if name.endswith("running_var") else 0.0)
-    return net
+    return quiet_weights(Network.from_text(TINY))
 
 
 @pytest.fixture
@@ -283,17 +252,10 @@ def test_known_overwrite(files: dict[str, Path], capsys: pytest.CaptureFixture[s
 
 def _eval_files(files: dict[str, Path]) -> dict[str, Path]:
     root = files["cfg"].parent
-    valid = root / "valid.txt"
-    photo = root / "raccoon-1.jpg"
-    photo.write_bytes((RACCOON / "obj" / "raccoon-1.jpg").read_bytes())
-    photo.with_suffix(".txt").write_text((RACCOON / "obj" / "raccoon-1.txt").read_text())
-    valid.write_text(f"{photo}\n")
-    names = root / "r.names"
-    names.write_text("raccoon\n")
-    data = root / "r.data"
-    data.write_text(f"classes=1\ntrain={valid}\nvalid={valid}\nnames={names}\n"
-                    f"results={root / 'results'}\n")
-    return {"data": data, "valid": valid, "names": names}
+    run = make_tiny_run(root, TINY, name="r", images=1, copy=True, valid=True,
+                        data={"results": root / "results"})
+    assert run.valid is not None and run.names is not None
+    return {"data": run.data, "valid": run.valid, "names": run.names}
 
 
 def _eval_outcome(argv: list[str], capsys: pytest.CaptureFixture[str], inputs: list[Path]) -> str:

@@ -31,53 +31,7 @@ from darknetpy import Network
 from darknetpy.errors import DarknetpyError
 from darknetpy.weights import WeightsHeader, read_header, read_weights
 
-from . import REPO
-
-RACCOON = REPO / "data" / "raccoon"
-
-TINY = """[net]
-batch=4
-subdivisions=2
-width=64
-height=64
-channels=3
-momentum=0.9
-decay=0.0005
-learning_rate={lr}
-burn_in=0
-max_batches={max_batches}
-policy=constant
-hue=.1
-saturation=1.5
-exposure=1.5
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-jitter=.3
-random=0
-"""
+from ..conftest import REPO, make_tiny_run, tiny_train_cfg
 
 QUIET = {"progress": False, "chart": False, "workers": 0}
 pytestmark = pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
@@ -90,17 +44,9 @@ def _train_module():
 def make_run(root: Path, *, lr: str = "0.001", max_batches: int = 6, images: int = 8,
              savelast: int = 2) -> tuple[Path, Path]:
     """A tiny cfg and a .data over the first ``images`` embedded raccoon photos."""
-    if not (RACCOON / "obj").is_dir():
-        pytest.skip("the embedded dataset data/raccoon is missing")
-    root.mkdir(parents=True, exist_ok=True)
-    cfg = root / "tiny.cfg"
-    cfg.write_text(TINY.format(lr=lr, max_batches=max_batches))
-    photos = [RACCOON / "obj" / f"raccoon-{i}.jpg" for i in range(1, images + 1)]
-    (root / "train.txt").write_text("".join(f"{p}\n" for p in photos))
-    data = root / "tiny.data"
-    data.write_text(f"classes=1\ntrain={root / 'train.txt'}\nnames={RACCOON / 'raccoon.names'}\n"
-                    f"backup={root / 'backup'}\nsavelast={savelast}\nsaveweights=1000\n")
-    return cfg, data
+    run = make_tiny_run(root, tiny_train_cfg(learning_rate=lr, max_batches=max_batches),
+                        images=images, data={"savelast": savelast, "saveweights": 1000})
+    return run.cfg, run.data
 
 
 def load_finite(cfg: Path, weights: Path) -> WeightsHeader:
