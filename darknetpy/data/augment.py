@@ -25,10 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import CfgError
+from ..netconfig import NetConfig
 
 __all__ = [
     "CORNER_RULES",
@@ -36,6 +38,7 @@ __all__ = [
     "AugmentConfig",
     "Crop",
     "Draws",
+    "HeadAugment",
     "detection_mode",
     "draw_augmentation",
     "jitter_crop",
@@ -69,12 +72,27 @@ def detection_mode(code: int) -> int:
     return {2: 0, 4: 3}.get(code, code)
 
 
+class HeadAugment(Protocol):
+    """What augmentation reads from a detection layer's options: ``YoloOptions``,
+    ``GaussianYoloOptions`` and ``RegionOptions`` (:mod:`darknetpy.layers.detection`) all fit."""
+
+    @property
+    def classes(self) -> int: ...
+    @property
+    def jitter(self) -> float: ...
+    @property
+    def resize(self) -> float: ...
+    @property
+    def max_boxes(self) -> int: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
     """The augmentation settings of a detection training run (Darknet's ``load_args``).
 
-    Built by the trainer from the cfg's ``[net]`` and the LAST ``[yolo]``/``[region]`` layer
-    (``jitter``, ``resize``, ``max``). ``saturation``/``exposure`` of 0 become 1, as ``load_thread``.
+    Built by the trainer with :meth:`from_net` from the cfg's ``[net]`` and the LAST
+    ``[yolo]``/``[region]`` layer (``classes``, ``jitter``, ``resize``, ``max``).
+    ``saturation``/``exposure`` of 0 become 1, as ``load_thread``.
 
     Attributes:
         width, height: the cfg's network size (each iteration may use another, see the loader).
@@ -128,6 +146,35 @@ class AugmentConfig:
                 "[net] letter_box=1 and mosaic=1 cannot be combined (Darknet: 'Combination: "
                 "letter_box=1 & mosaic=1 - isn't supported'); remove one of them"
             )
+
+    @classmethod
+    def from_net(cls, net: NetConfig, head: HeadAugment) -> AugmentConfig:
+        """The settings ``detector.c: train_detector`` puts in ``load_args``: ``[net]``'s size
+        and augmentation keys, and ``classes``, ``jitter``, ``resize``, ``max`` of ``head`` (the
+        options of the network's last detection layer).
+
+        Raises:
+            CfgError: as the constructor (e.g. ``letter_box=1`` with ``mosaic=1``).
+        """
+        return cls(
+            width=net.width,
+            height=net.height,
+            classes=head.classes,
+            jitter=head.jitter,
+            resize=head.resize,
+            hue=net.hue,
+            saturation=net.saturation,
+            exposure=net.exposure,
+            flip=net.flip,
+            blur=net.blur,
+            gaussian_noise=net.gaussian_noise,
+            mixup=net.mixup,
+            cutmix=net.cutmix,
+            mosaic=net.mosaic,
+            mosaic_bound=net.mosaic_bound,
+            letter_box=net.letter_box,
+            max_boxes=head.max_boxes,
+        )
 
     @property
     def mode(self) -> int:

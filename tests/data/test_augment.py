@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
+from darknetpy.cfg import Options, parse_cfg
 from darknetpy.data.augment import (
     AugmentConfig,
     Crop,
@@ -22,6 +25,12 @@ from darknetpy.data.dataset import augment_detection
 from darknetpy.data.pixels import augment_image, blur_image, gaussian_noise, hsv_shift
 from darknetpy.data.truth import blend_truth, correct_boxes, fill_truth_detection
 from darknetpy.errors import CfgError
+from darknetpy.layers.detection_options import (
+    parse_gaussian_yolo_options,
+    parse_region_options,
+    parse_yolo_options,
+)
+from darknetpy.netconfig import NetConfig
 from tests.data.scenes import PALETTE, check_boxes_cover_colours, make_scene
 
 
@@ -62,6 +71,91 @@ def test_config_rules() -> None:
     with pytest.raises(CfgError, match="mixup=5"):
         aug(mixup=5)
     aug(cutmix=True, letter_box=True)  # cutmix alone is off, so letter_box is fine
+
+
+# Two [net]s (letter_box=1 excludes mosaic=1) and every head kind; between them each
+# AugmentConfig field takes a non-default value, and each expected value is written out here.
+FROM_NET = [
+    ("""[net]
+width=96
+height=64
+channels=3
+hue=.1
+saturation=1.5
+exposure=1.25
+flip=0
+blur=3
+gaussian_noise=7
+mixup=1
+cutmix=1
+mosaic=1
+mosaic_bound=1
+[yolo]
+classes=3
+anchors=10,14
+jitter=.5
+resize=1.5
+max=90
+""", {"width": 96, "height": 64, "classes": 3, "jitter": 0.5, "resize": 1.5, "hue": 0.1,
+      "saturation": 1.5, "exposure": 1.25, "flip": False, "blur": 3, "gaussian_noise": 7,
+      "mixup": 1, "cutmix": True, "mosaic": True, "mosaic_bound": True, "letter_box": False,
+      "max_boxes": 90}),
+    ("""[net]
+width=32
+height=48
+channels=3
+exposure=2
+letter_box=1
+[Gaussian_yolo]
+classes=5
+anchors=10,14
+jitter=.25
+resize=2
+max=30
+""", {"width": 32, "height": 48, "classes": 5, "jitter": 0.25, "resize": 2.0, "hue": 0.0,
+      "saturation": 1.0, "exposure": 2.0, "flip": True, "blur": 0, "gaussian_noise": 0,
+      "mixup": 0, "cutmix": False, "mosaic": False, "mosaic_bound": False, "letter_box": True,
+      "max_boxes": 30}),
+    ("""[net]
+width=64
+height=64
+channels=3
+mixup=1
+[region]
+classes=7
+anchors=10,14
+jitter=.125
+resize=1.25
+max=40
+""", {"width": 64, "height": 64, "classes": 7, "jitter": 0.125, "resize": 1.25, "hue": 0.0,
+      "saturation": 1.0, "exposure": 1.0, "flip": True, "blur": 0, "gaussian_noise": 0,
+      "mixup": 1, "cutmix": False, "mosaic": False, "mosaic_bound": False, "letter_box": False,
+      "max_boxes": 40}),
+]
+
+
+@pytest.mark.parametrize("text, expected", FROM_NET)
+def test_from_net_maps_every_field(text, expected) -> None:
+    net_section, head_section = parse_cfg(text, "from_net.cfg")
+    parse_head = {"yolo": parse_yolo_options, "Gaussian_yolo": parse_gaussian_yolo_options,
+                  "region": parse_region_options}[head_section.name]
+    config = AugmentConfig.from_net(NetConfig.from_section(net_section),
+                                    parse_head(Options(head_section)))
+    assert set(expected) == {f.name for f in dataclasses.fields(AugmentConfig)}
+    assert {k: getattr(config, k) for k in expected} == pytest.approx(expected)
+
+
+def test_from_net_cases_move_every_field_off_its_default() -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(AugmentConfig)}
+    moved = {k for _, expected in FROM_NET for k, v in expected.items() if v != defaults[k]}
+    assert moved == set(defaults)
+
+
+def test_from_net_keeps_the_constructor_checks() -> None:
+    net, head = parse_cfg("[net]\nwidth=32\nheight=32\nchannels=3\nmosaic=1\nletter_box=1\n"
+                          "[yolo]\nanchors=10,14\n", "n.cfg")
+    with pytest.raises(CfgError, match="letter_box=1 and mosaic=1"):
+        AugmentConfig.from_net(NetConfig.from_section(net), parse_yolo_options(Options(head)))
 
 
 # ----------------------------------------------------------------------------- random helpers
