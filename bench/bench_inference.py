@@ -22,7 +22,8 @@ and OpenCV) the script writes calibrated random weights once (``bench/.cache``; 
   model; compiling takes minutes.
 
 Tables: network only (a prepared (1, 3, H, W) input), end to end (a decoded 768x576 BGR photo ->
-resize -> network -> boxes -> NMS; OpenCV: ``blobFromImage`` + ``NMSBoxesBatched``), batch 8
+resize -> network -> boxes -> NMS; OpenCV: ``blobFromImage`` + ``NMSBoxesBatched``), the input
+preparation alone (BGR photo -> network input, 768x576 and 1920x1080), batch 8
 throughput, the convolution FLOP rate achieved vs a bare 3x3 ``F.conv2d`` on this machine, the
 detections of each darknetpy variant vs the unfused network, and the top operators of the fastest
 variant (``torch.profiler``). A CUDA section runs where a GPU is present.
@@ -108,6 +109,46 @@ def opencv_detect(net, names, size: int):
         return [(int(cls[k]), float(conf[k]), tuple(xywh[k])) for k in np.asarray(keep).ravel()]
 
     return run
+
+
+def bench_prepare(model: dinf.InferenceModel, size: int, repeat: int) -> None:
+    """The input preparation alone (part of the end-to-end time), a BGR uint8 photo -> the
+    (3, size, size) float input: darknetpy's ``prepare`` (what ``predict`` runs: Darknet's
+    ``resize_image``), the steps it is made of with the numpy reference resize (the
+    implementation before the compiled kernel), and OpenCV's ``blobFromImage``."""
+    import cv2
+
+    from darknetpy.data import image as dimg
+
+    small = test_image()
+    photos_ = {f"{small.shape[1]}x{small.shape[0]}": small,
+               "1920x1080": cv2.resize(small, (1920, 1080), interpolation=cv2.INTER_LINEAR)}
+
+    def numpy_steps(bgr: np.ndarray) -> np.ndarray:  # _to_chw + the numpy resize_image
+        chw = dimg.to_chw_float(np.ascontiguousarray(bgr[:, :, [2, 1, 0]]))
+        return dimg._resize_image_numpy(chw, size, size)
+
+    rows = []
+    for label, bgr in photos_.items():
+        chw = dimg.to_chw_float(bgr[:, :, ::-1])
+        calls: dict[str, Callable[[], object]] = {
+            "darknetpy prepare()": lambda b=bgr: model.prepare(b, letter_box=False),
+            "  of which resize_image": lambda c=chw: dimg.resize_image(c, size, size),
+            "prepare_test_input (uint8, fused)": lambda b=bgr: dimg.prepare_test_input(
+                b, size, size, False, channels=(2, 1, 0)),
+            "numpy reference (to_chw + numpy resize)": lambda b=bgr: numpy_steps(b),
+            "  of which numpy resize_image": lambda c=chw: dimg._resize_image_numpy(c, size, size),
+        }
+        if hasattr(cv2, "dnn"):
+            calls["opencv blobFromImage"] = lambda b=bgr: cv2.dnn.blobFromImage(
+                b, 1 / 255.0, (size, size), swapRB=True, crop=False)
+        times = interleaved(calls, repeat, warmup=2)
+        ref = median(times["opencv blobFromImage"]) if "opencv blobFromImage" in times else None
+        rows += [[f"{label}: {k}", median(t) * 1e3, min(t) * 1e3,
+                  f"{median(t) / ref:.2f}" if ref else "-"] for k, t in times.items()]
+    print(f"\ninput preparation, BGR uint8 photo -> (3, {size}, {size}) float32 ({repeat} "
+          "interleaved rounds):")
+    print(table(["photo: step", "median ms", "best ms", "x opencv"], rows))
 
 
 # ---------------------------------------------------------------- darknetpy variants
@@ -322,6 +363,8 @@ def bench_cpu(name: str, args: argparse.Namespace, conv_rate: float) -> None:
     print(table(["runtime", "median ms", "best ms", "x opencv", "detections"],
                 [[k, median(t) * 1e3, min(t) * 1e3, f"{median(t) / eref:.2f}" if eref else "-",
                   counts[k]] for k, t in etimes.items()]))
+
+    bench_prepare(base, args.size, max(repeat, 20))
 
     # batch 8 throughput
     b8: dict[str, Callable[[], object]] = {}

@@ -8,8 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from darknetpy.data.image import (
+    _jit,
+    _resize_image_numpy,
     letterbox_image,
     letterbox_size,
     load_image,
@@ -68,12 +72,176 @@ def reference_resize(im: np.ndarray, w: int, h: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("resize", [resize_image, _resize_image_numpy], ids=["numba", "numpy"])
 @pytest.mark.parametrize("size", [(7, 5, 13, 9), (13, 9, 7, 5), (16, 12, 5, 17), (1, 6, 4, 3),
                                   (6, 1, 3, 4), (31, 23, 31, 23), (40, 30, 11, 37)])
-def test_resize_image_matches_the_c_loops_bit_for_bit(size: tuple[int, ...], rng) -> None:
+def test_resize_image_matches_the_c_loops_bit_for_bit(size: tuple[int, ...], resize, rng) -> None:
     iw, ih, w, h = size
     im = rng.random((3, ih, iw), dtype=F32)
-    np.testing.assert_array_equal(resize_image(im, w, h), reference_resize(im, w, h))
+    np.testing.assert_array_equal(resize(im, w, h), reference_resize(im, w, h))
+
+
+# ----------------------------------- the compiled resize_image vs its numpy reference, bit for bit
+
+
+def assert_same_bits(got: np.ndarray, expect: np.ndarray) -> None:
+    """Equal shapes, dtypes and bit patterns (so -0.0 != 0.0); NaNs only need the same places."""
+    assert got.shape == expect.shape and got.dtype == expect.dtype == np.float32
+    nan = np.isnan(expect)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    bad = (got.view(np.uint32) != expect.view(np.uint32)) & ~nan
+    assert not bad.any(), f"{bad.sum()} values differ, first at {np.argwhere(bad)[0]}"
+
+
+def reference_prepare(image: np.ndarray, w: int, h: int, letter: bool,
+                      channels=(0, 1, 2)) -> np.ndarray:
+    """prepare_test_input as it was written before the fused kernel, on _resize_image_numpy."""
+    chw = to_chw_float(image[:, :, list(channels)])
+    if not letter:
+        return _resize_image_numpy(chw, w, h)
+    new_w, new_h = letterbox_size(chw.shape[2], chw.shape[1], w, h)
+    boxed = np.full((chw.shape[0], h, w), 0.5, F32)
+    dx, dy = (w - new_w) // 2, (h - new_h) // 2
+    boxed[:, dy : dy + new_h, dx : dx + new_w] = _resize_image_numpy(chw, new_w, new_h)
+    return boxed
+
+
+# (in_w, in_h, w, h): 1x1 in and out, single rows/columns, odd sizes, up and down, one axis equal
+GRID = [(1, 1, 1, 1), (1, 1, 5, 3), (5, 3, 1, 1), (1, 7, 4, 9), (7, 1, 9, 4), (1, 7, 1, 3),
+        (7, 1, 3, 1), (2, 2, 3, 3), (3, 3, 2, 2), (13, 7, 13, 29), (13, 7, 29, 7), (13, 7, 5, 7),
+        (13, 7, 13, 2), (13, 7, 13, 7), (17, 23, 416, 416), (768, 576, 416, 416),
+        (768, 576, 416, 312), (101, 99, 37, 211), (211, 37, 99, 101), (640, 1, 416, 416),
+        (8, 9, 24, 42)]  # 8->24, 9->42: (out-1)*scale rounds below in-1 (last column/row quirks)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("size", GRID, ids=[f"{a}x{b}-{c}x{d}" for a, b, c, d in GRID])
+def test_compiled_resize_equals_numpy_reference(size, channels: int) -> None:
+    iw, ih, w, h = size
+    rng = np.random.default_rng([iw, ih, w, h, channels])
+    im = (rng.standard_normal((channels, ih, iw)) * 3).astype(F32)
+    assert_same_bits(resize_image(im, w, h), _resize_image_numpy(im, w, h))
+
+
+def test_compiled_resize_takes_2d_float64_and_strided_input(rng) -> None:
+    im = rng.random((19, 23))  # (H, W) float64: cast to float32 first, as the reference does
+    assert_same_bits(resize_image(im, 11, 30), _resize_image_numpy(im, 11, 30))
+    strided = rng.random((3, 40, 60), dtype=F32)[:, ::3, ::-2]
+    assert_same_bits(resize_image(strided, 7, 9), _resize_image_numpy(strided, 7, 9))
+
+
+def test_compiled_resize_keeps_signed_zeros_infinities_and_nans(rng) -> None:
+    im = rng.standard_normal((3, 9, 11)).astype(F32)
+    im[0, 2, 3], im[1, 4, :], im[2, :, 5] = np.inf, -0.0, np.nan
+    im[0, 8, 10], im[1, 0, 0] = -np.inf, np.float32(3e38)
+    for w, h in [(11, 17), (23, 9), (5, 4), (11, 9), (1, 1)]:
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in both
+            expect = _resize_image_numpy(im, w, h)
+        assert_same_bits(resize_image(im, w, h), expect)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(iw=st.integers(1, 48), ih=st.integers(1, 48), w=st.integers(1, 64), h=st.integers(1, 64),
+       channels=st.sampled_from([1, 3, 4]), seed=st.integers(0, 2**32 - 1))
+def test_compiled_resize_equals_numpy_reference_fuzzed(iw, ih, w, h, channels, seed) -> None:
+    im = np.random.default_rng(seed).random((channels, ih, iw), dtype=F32)
+    assert_same_bits(resize_image(im, w, h), _resize_image_numpy(im, w, h))
+
+
+@pytest.mark.parametrize("letter", [False, True], ids=["stretch", "letterbox"])
+@pytest.mark.parametrize("size", [(768, 576, 416, 416), (576, 768, 416, 416), (1, 1, 32, 32),
+                                  (416, 416, 416, 416), (416, 300, 416, 416), (33, 17, 64, 48),
+                                  (1920, 1080, 608, 608), (7, 200, 96, 64), (8, 9, 24, 42)])
+def test_fused_uint8_input_equals_to_chw_float_then_resize(size, letter: bool) -> None:
+    iw, ih, w, h = size
+    rgb = np.random.default_rng([iw, ih]).integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+    rgb[0, 0], rgb[-1, -1] = 0, 255
+    got = prepare_test_input(rgb, w, h, letter)
+    assert_same_bits(got, reference_prepare(rgb, w, h, letter))
+    if letter:  # letterbox_image (float path) is unchanged and agrees
+        assert_same_bits(got, letterbox_image(to_chw_float(rgb), w, h))
+
+
+@pytest.mark.parametrize("channels, depth", [((2, 1, 0), 3), ((2, 1, 0), 4), ((0, 0, 0), 1),
+                                             ((3, 0, 1), 4)])
+def test_fused_uint8_input_reads_channels_in_the_given_order(channels, depth: int) -> None:
+    image = np.random.default_rng(depth).integers(0, 256, (45, 61, depth), dtype=np.uint8)
+    for letter in (False, True):
+        got = prepare_test_input(image, 32, 40, letter, channels=channels)
+        assert_same_bits(got, reference_prepare(image, 32, 40, letter, channels))
+    bgr = prepare_test_input(image, 32, 40, False, channels=channels)
+    rgb = prepare_test_input(np.ascontiguousarray(image[:, :, list(channels)]), 32, 40, False)
+    assert_same_bits(bgr, rgb)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(iw=st.integers(1, 40), ih=st.integers(1, 40), w=st.integers(1, 50), h=st.integers(1, 50),
+       letter=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_fused_uint8_input_fuzzed(iw, ih, w, h, letter, seed) -> None:
+    rgb = np.random.default_rng(seed).integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+    if letter and 0 in letterbox_size(iw, ih, w, h):
+        with pytest.raises(ValueError, match="must be positive"):
+            prepare_test_input(rgb, w, h, letter)
+        return
+    assert_same_bits(prepare_test_input(rgb, w, h, letter), reference_prepare(rgb, w, h, letter))
+
+
+def test_fused_uint8_input_takes_a_strided_view_and_other_dtypes(rng) -> None:
+    big = rng.integers(0, 256, (50, 70, 4), dtype=np.uint8)
+    view = big[::2, 3::3, :3]
+    assert_same_bits(prepare_test_input(view, 20, 30, True), reference_prepare(view, 20, 30, True))
+    floats = rng.integers(0, 256, (9, 13, 3)).astype(np.float64)  # not uint8: the float path
+    assert_same_bits(prepare_test_input(floats, 20, 30, False),
+                     reference_prepare(floats, 20, 30, False))
+
+
+@pytest.mark.parametrize("image, channels, match", [
+    (np.zeros((4, 4, 3), np.uint8), (0, 1, 3), "do not index"),
+    (np.zeros((4, 4, 3), np.uint8), (-1, 1, 2), "do not index"),
+    (np.zeros((4, 4), np.uint8), (0, 0, 0), "do not index"),
+    (np.zeros((0, 4, 3), np.uint8), (0, 1, 2), "empty 4x0 image"),
+    (np.zeros((5, 0, 3), np.uint8), (0, 1, 2), "empty 0x5 image"),
+])
+def test_prepare_test_input_rejects_bad_channels_and_empty_images(image, channels, match) -> None:
+    for letter in (False, True):
+        with pytest.raises(ValueError, match=match):
+            prepare_test_input(image, 8, 8, letter, channels=channels)
+
+
+@pytest.mark.parametrize("shape, w, h, match", [((3, 0, 5), 4, 4, "empty 5x0 image"),
+                                                 ((3, 5, 5), 0, 4, "must be positive")])
+def test_resize_image_rejects_empty_input_and_output(shape, w: int, h: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        resize_image(np.zeros(shape, F32), w, h)
+
+
+def test_resize_image_of_no_channels_is_empty() -> None:
+    assert resize_image(np.zeros((0, 5, 6), F32), 3, 4).shape == (0, 4, 3)
+
+
+def test_kernels_are_compiled_once_whatever_the_callers_arrays(rng) -> None:
+    from darknetpy.data.image import _resize_chw_kernel, _resize_hwc_kernel
+
+    frozen = rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)
+    frozen.flags.writeable = False
+    for image in (frozen, frozen[::2, ::-1], np.array(frozen)):
+        prepare_test_input(image, 5, 6, False)
+        prepare_test_input(image, 5, 6, True)
+        resize_image(to_chw_float(image), 5, 6)
+        resize_image(to_chw_float(image).astype(np.float64)[:, ::2], 5, 6)
+    assert len(_resize_hwc_kernel.signatures) == len(_resize_chw_kernel.signatures) == 1
+
+
+def test_jit_falls_back_to_no_cache_where_numba_cannot_cache() -> None:
+    """A function numba cannot locate a cache for (here: source text with no file) still compiles;
+    numba.njit(cache=True) alone raises RuntimeError at decoration time."""
+    import numba
+
+    namespace: dict = {}
+    exec("def twice(x):\n    return 2 * x\n", namespace)  # noqa: S102 - no file behind it
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(namespace["twice"])
+    assert _jit(namespace["twice"])(21) == 42
 
 
 def test_resize_image_is_align_corners_not_opencv(rng) -> None:
