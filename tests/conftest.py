@@ -1,4 +1,5 @@
-"""Shared fixtures: where ../shared is, golden folders, a seeded rng, tiny cfgs and runs."""
+"""Shared fixtures: where ../shared is, golden folders, a seeded rng, tiny cfgs and runs, image
+sets (images, YOLO labels, lists, .names, .data)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -209,6 +211,91 @@ def _copy_photo(src: Path, folder: Path, size: int | None) -> Path:
 def tiny_run(tmp_path: Path) -> Callable[..., TinyRun]:
     """:func:`make_tiny_run` in this test's ``tmp_path``: ``tiny_run(cfg_text, **options)``."""
     return functools.partial(make_tiny_run, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation and checking sets: images with YOLO labels beside them, lists, a .names and a .data
+SHARED_RACCOON = SHARED / "datasets" / "raccoon"  # full size: what golden/trained-raccoon learnt
+
+
+def trained_raccoon(*required: str) -> Path:
+    """golden/trained-raccoon, Darknet's network trained on ``SHARED_RACCOON``; skips when
+    ../shared or one of the ``required`` files of the folder is missing."""
+    folder = require_shared() / "golden" / "trained-raccoon"
+    missing = [name for name in required if not (folder / name).is_file()]
+    if missing:
+        pytest.skip(f"golden/trained-raccoon/{missing[0]} not present")
+    return folder
+
+
+def write_flat_images(folder: Path, labels: Mapping[str, str | None], *, size: int = 16,
+                      value: int = 0) -> list[Path]:
+    """A flat grey ``size`` x ``size`` image of ``value`` per file name (its format from the
+    extension) in ``folder``, each with its YOLO label text beside it (``None``: no label file)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in labels.items():
+        path = folder / name
+        assert cv2.imwrite(str(path), np.full((size, size, 3), value, np.uint8)), path
+        if text is not None:
+            path.with_suffix(".txt").write_text(text)
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """What :func:`make_image_set` wrote."""
+
+    data: Path
+    lists: Mapping[str, Path]  # .data key (train, valid, ...) -> the list file written for it
+    names: Path | None
+    images: tuple[Path | str, ...]  # the entries of every list, in order, as written
+
+
+def make_image_set(root: Path, lists: Mapping[str, Sequence[Path | str]], *, name: str = "x",
+                   names: Sequence[str] | None = None, classes: int | None = None,
+                   relative: bool = False, data: Mapping[str, object] | None = None) -> ImageSet:
+    """Write an image set's files into ``root`` (the images themselves are not written).
+
+    * ``root/<key>.txt`` for each key of ``lists`` (``train``, ``valid``, ...): its entries, one a
+      line, as given;
+    * ``root/<name>.names`` holding ``names``, when given;
+    * ``root/<name>.data``: ``classes=`` (when given), one ``<key>=`` per list, ``names=``, then the
+      keys of ``data`` in order; paths absolute, or bare file names with ``relative``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+
+    def ref(path: Path) -> str:
+        return path.name if relative else str(path)
+
+    written: dict[str, Path] = {}
+    for key, entries in lists.items():
+        written[key] = root / f"{key}.txt"
+        written[key].write_text("".join(f"{entry}\n" for entry in entries))
+    names_file: Path | None = None
+    if names is not None:
+        names_file = root / f"{name}.names"
+        names_file.write_text("".join(f"{n}\n" for n in names))
+    lines = [f"classes={classes}"] if classes is not None else []
+    lines += [f"{key}={ref(path)}" for key, path in written.items()]
+    lines += [f"names={ref(names_file)}"] if names_file is not None else []
+    lines += [f"{k}={v}" for k, v in (data or {}).items()]
+    data_file = root / f"{name}.data"
+    data_file.write_text("".join(f"{line}\n" for line in lines))
+    return ImageSet(data_file, MappingProxyType(written), names_file,
+                    tuple(entry for entries in lists.values() for entry in entries))
+
+
+def raccoon_eval_set(root: Path, data: Mapping[str, object] | None = None) -> ImageSet:
+    """Four validation photos of ``SHARED_RACCOON`` (raccoon-7, -10, -14 and -16: one raccoon
+    each) as an evaluation set in ``root``: ``valid.txt``, ``r.names``, ``r.data`` (absolute paths,
+    ``data`` keys last); skips when ../shared is missing."""
+    require_shared()
+    images = [SHARED_RACCOON / "obj" / f"raccoon-{i}.jpg" for i in (7, 10, 14, 16)]
+    return make_image_set(root, {"valid": images}, name="r", names=["raccoon"], data=data)
 
 
 def pytest_configure(config: pytest.Config) -> None:

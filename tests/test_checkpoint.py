@@ -27,28 +27,9 @@ from darknetpy.checkpoint import (
 from darknetpy.optim import DarknetOptimizer
 from darknetpy.weights import WeightsHeader, read_header, read_weights
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO, tiny_cfg
 
-CFG = """[net]
-batch=4
-subdivisions=1
-width=8
-height=8
-channels=3
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=1
-pad=1
-activation=leaky
-[convolutional]
-filters=2
-size=1
-stride=1
-pad=1
-activation=linear
-"""
+CFG = tiny_cfg(backbone=(4,), width=8, height=8, batch=4, subdivisions=1)
 
 
 def test_names():

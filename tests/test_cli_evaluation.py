@@ -13,18 +13,22 @@ import pytest
 
 from darknetpy.cli import main
 
-from .conftest import require_shared
+from .conftest import (
+    SHARED_RACCOON,
+    make_image_set,
+    raccoon_eval_set,
+    trained_raccoon,
+    write_flat_images,
+)
 
 NAMES = ("car", "person")
 
 
 def _raccoon() -> tuple[Path, Path]:
     """The golden folder and the full-size raccoon .data (the repo's data/raccoon is downscaled)."""
-    shared = require_shared()
-    folder = shared / "golden" / "trained-raccoon"
-    data = shared / "datasets" / "raccoon" / "raccoon.data"
-    if not (folder / "map.json").is_file() or not data.is_file():
-        pytest.skip("golden/trained-raccoon or datasets/raccoon not present")
+    folder, data = trained_raccoon("map.json"), SHARED_RACCOON / "raccoon.data"
+    if not data.is_file():
+        pytest.skip("datasets/raccoon not present")
     return folder, data
 
 
@@ -32,15 +36,6 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("darknetpy: error: "), err
     return err[0]
-
-
-def _four_image_data(tmp_path: Path, data: Path, extra: str = "") -> tuple[Path, list[Path]]:
-    images = [data.parent / "obj" / f"raccoon-{i}.jpg" for i in (7, 10, 14, 16)]
-    (tmp_path / "valid.txt").write_text("".join(f"{p}\n" for p in images))
-    (tmp_path / "r.names").write_text("raccoon\n")
-    small = tmp_path / "r.data"
-    small.write_text(f"valid={tmp_path}/valid.txt\nnames={tmp_path}/r.names\n{extra}")
-    return small, images
 
 
 # ------------------------------------------------------------------- map: parity with darknet
@@ -92,8 +87,8 @@ def test_map_reproduces_darknet(
 def test_map_writes_pr_plots_and_refuses_bad_points(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, data = _raccoon()
-    small, _ = _four_image_data(tmp_path, data)
+    folder, _ = _raccoon()
+    small = raccoon_eval_set(tmp_path).data
     args = ["map", str(folder / "net.cfg"), str(small), str(folder / "net.weights")]
     assert main([*args, "--no-coco", "--plots", str(tmp_path / "pr")]) == 0
     assert "AP50" not in capsys.readouterr().out
@@ -111,8 +106,9 @@ def test_map_writes_pr_plots_and_refuses_bad_points(
 def test_valid_maps_image_and_category_ids(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, data = _raccoon()
-    small, images = _four_image_data(tmp_path, data)
+    folder, _ = _raccoon()
+    evalset = raccoon_eval_set(tmp_path)
+    small, images = evalset.data, evalset.images
     annotations = tmp_path / "instances.json"
     ids = {p.name: 1000 + k for k, p in enumerate(images)}
     annotations.write_text(
@@ -156,8 +152,9 @@ def test_recall_prints_darknet_cumulative_lines(
 ) -> None:
     from darknetpy.convert_datasets import label_path, read_boxes
 
-    folder, data = _raccoon()
-    small, images = _four_image_data(tmp_path, data)
+    folder, _ = _raccoon()
+    evalset = raccoon_eval_set(tmp_path)
+    small, images = evalset.data, evalset.images
     argv = ["recall", str(folder / "net.cfg"), str(small), str(folder / "net.weights")]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -207,21 +204,13 @@ def test_calc_anchors_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def _broken_dataset(root: Path) -> Path:
-    obj = root / "obj"
-    obj.mkdir(parents=True)
-    for name in ("ok", "bad_class", "outside", "no_label"):
-        cv2.imwrite(str(obj / f"{name}.jpg"), np.full((16, 16, 3), 127, np.uint8))
-    (obj / "ok.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    (obj / "bad_class.txt").write_text("5 0.5 0.5 0.2 0.2\n")
-    (obj / "outside.txt").write_text("1 1.5 0.5 0.2 0.2\n")
-    (obj / "corrupt.jpg").write_bytes(b"not an image")
-    (obj / "corrupt.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    listed = ["ok", "bad_class", "outside", "no_label", "corrupt", "gone"]
-    (root / "train.txt").write_text("".join(f"obj/{n}.jpg\n" for n in listed))
-    (root / "x.names").write_text("".join(f"{n}\n" for n in NAMES))
-    data = root / "x.data"
-    data.write_text("classes=2\ntrain=train.txt\nnames=x.names\n")
-    return data
+    labels = {"ok.jpg": "0 0.5 0.5 0.2 0.2\n", "bad_class.jpg": "5 0.5 0.5 0.2 0.2\n",
+              "outside.jpg": "1 1.5 0.5 0.2 0.2\n", "no_label.jpg": None}
+    write_flat_images(root / "obj", labels, value=127)
+    (root / "obj" / "corrupt.jpg").write_bytes(b"not an image")
+    (root / "obj" / "corrupt.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    listed = [f"obj/{n}" for n in [*labels, "corrupt.jpg", "gone.jpg"]]
+    return make_image_set(root, {"train": listed}, names=NAMES, classes=2, relative=True).data
 
 
 def test_check_reports_a_broken_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

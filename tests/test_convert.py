@@ -26,28 +26,10 @@ from darknetpy.convert import (
 from darknetpy.errors import WeightsError
 from darknetpy.network import Network
 
-from .conftest import GOLDEN, REPO, golden_networks, require_shared
+from .conftest import GOLDEN, REPO, golden_networks, require_shared, tiny_cfg
 
-TINY_CFG = """[net]
-width=16
-height=16
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-filters=6
-size=1
-stride=1
-pad=1
-activation=linear
-"""
+# a batch-normalised convolution of 4 filters, a 1x1 convolution of 18 and a [yolo] (no weights)
+TINY_CFG = tiny_cfg(backbone=(4,), width=16, height=16)
 
 
 def _weight_files() -> list[tuple[str, str]]:
@@ -92,7 +74,7 @@ def test_checkpoint_is_plain_data_with_a_pinned_layout(tmp_path: Path) -> None:
     obj = torch.load(pt, weights_only=True)  # no pickled code: the safe loader accepts it
     assert obj["format"] == CHECKPOINT_FORMAT and obj["layout"] == LAYOUT_VERSION == 1
     assert obj["header"] == {"major": 0, "minor": 2, "revision": 5, "seen": 0}
-    assert obj["upto"] == 2
+    assert obj["upto"] == 3  # the [yolo] layer counts, with no weights
     # Layout 1, the contract later versions keep or translate: darknet layer i under layers.<i>.
     assert sorted(obj["state_dict"]) == sorted(
         [
@@ -175,9 +157,9 @@ def test_pt_to_weights_with_a_cfg_checks_it_fits(tmp_path: Path) -> None:
     out = checkpoint_to_weights(pt, tmp_path / "out.weights", cfg)
     assert out.read_bytes() == weights.read_bytes()
     other = tmp_path / "other.cfg"
-    other.write_text(TINY_CFG.replace("filters=6", "filters=7"))
+    other.write_text(tiny_cfg(backbone=(4,), width=16, height=16, classes=2))  # 21 filters
     with pytest.raises(
-        WeightsError, match=r"layers\.1\.conv\.weight \(6, 4, 1, 1\) vs \(7, 4, 1, 1\)"
+        WeightsError, match=r"layers\.1\.conv\.weight \(18, 4, 1, 1\) vs \(21, 4, 1, 1\)"
     ):
         checkpoint_to_weights(pt, tmp_path / "bad.weights", other)
 

@@ -19,6 +19,8 @@ from darknetpy.convert_datasets import (
 from darknetpy.data.datafile import DataConfig, read_image_list, read_names
 from darknetpy.evaluation import difficult_label_paths
 
+from .conftest import make_image_set, write_flat_images
+
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 # (file, width, height, [(class, x0, y0, x1, y1)]) in 0-based pixel corners, end exclusive
@@ -202,8 +204,6 @@ def test_converted_dataset_with_empty_valid_list_checks_ok(tmp_path: Path) -> No
 
 def test_check_dataset_lists_every_problem(tmp_path: Path) -> None:
     obj = tmp_path / "obj"
-    obj.mkdir()
-    good = np.zeros((8, 8, 3), np.uint8)
     files = {
         "ok.jpg": "0 0.5 0.5 0.2 0.2\n",
         "empty.jpg": "",
@@ -212,19 +212,12 @@ def test_check_dataset_lists_every_problem(tmp_path: Path) -> None:
         "bad.jpg": "0 0.5 0.5 0.2\n",
         "nolabel.jpg": None,
     }
-    for name, text in files.items():
-        cv2.imwrite(str(obj / name), good)
-        if text is not None:
-            (obj / name).with_suffix(".txt").write_text(text)
+    write_flat_images(obj, {**files, "pic.webp": None}, size=8)
     (obj / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (obj / "broken.txt").write_text("0 0.5 0.5 0.1 0.1\n")
-    cv2.imwrite(str(obj / "pic.webp"), good)
     listed = [*files, "broken.jpg", "pic.webp", "gone.jpg"]
-    (tmp_path / "train.txt").write_text("".join(f"obj/{n}\n" for n in listed))
-    (tmp_path / "valid.txt").write_text("obj/ok.jpg\n")
-    (tmp_path / "x.names").write_text("a\nb\n")
-    data = tmp_path / "x.data"
-    data.write_text("classes=3\ntrain=train.txt\nvalid=valid.txt\nnames=x.names\n")
+    lists = {"train": [f"obj/{n}" for n in listed], "valid": ["obj/ok.jpg"]}
+    data = make_image_set(tmp_path, lists, names=["a", "b"], classes=3, relative=True).data
     report = check_dataset(data)
     assert not report.ok
     assert report.images == len(listed) and report.classes == 2

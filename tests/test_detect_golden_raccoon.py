@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from .conftest import require_shared
+from .conftest import SHARED_RACCOON, trained_raccoon
 
 THRESH = 0.05
 PIXELS = 2  # README tolerance: same boxes within 2 pixels
@@ -101,13 +101,9 @@ def match_rows(
 
 
 def _golden() -> tuple[Path, dict, list[Path]]:
-    shared = require_shared()
-    folder = shared / "golden" / "trained-raccoon"
-    if not (folder / "test.json").is_file():
-        pytest.skip("golden/trained-raccoon/test.json not present")
-    dataset = shared / "datasets" / "raccoon"
+    folder = trained_raccoon("test.json")
     test_json = json.loads((folder / "test.json").read_text())
-    images = [dataset / "obj" / name for name in test_json["images"]]
+    images = [SHARED_RACCOON / "obj" / name for name in test_json["images"]]
     assert test_json["thresh"] == THRESH and all(p.is_file() for p in images)
     return folder, test_json, images
 

@@ -31,7 +31,7 @@ from darknetpy.evaluate import (
     write_metrics_json,
 )
 
-from .conftest import GOLDEN, require_shared
+from .conftest import SHARED_RACCOON, make_image_set, raccoon_eval_set, trained_raccoon
 
 FAR = (0.9, 0.1, 0.05, 0.05)  # overlaps no ground truth below
 
@@ -352,13 +352,11 @@ def test_voc_results_text() -> None:
 @pytest.fixture(scope="module")
 def raccoon() -> tuple[Metrics, dict]:
     """evaluate() on golden/trained-raccoon (Darknet's `detector map -thresh 0.05` in map.json)."""
-    folder = require_shared() / "golden" / "trained-raccoon"
-    if not (folder / "map.json").is_file():
-        pytest.skip("golden/trained-raccoon not present")
+    folder = trained_raccoon("map.json")
     pytest.importorskip("darknetpy.postprocess", reason="Network.detect not available yet")
     from darknetpy.evaluate import evaluate
 
-    data = GOLDEN.parent / "datasets" / "raccoon" / "raccoon.data"
+    data = SHARED_RACCOON / "raccoon.data"
     metrics = evaluate(
         folder / "net.cfg", data, folder / "net.weights", thresh=0.05, keep_detections=True
     )
@@ -404,21 +402,13 @@ def test_trained_raccoon_metrics_json(raccoon: tuple[Metrics, dict], tmp_path: P
 
 
 def test_valid_writes_darknet_coco_results(tmp_path: Path) -> None:
-    folder = require_shared() / "golden" / "trained-raccoon"
-    if not (folder / "net.weights").is_file():
-        pytest.skip("golden/trained-raccoon not present")
+    folder = trained_raccoon("net.weights")
     pytest.importorskip("darknetpy.postprocess", reason="Network.detect not available yet")
     from darknetpy.evaluate import validate
 
-    dataset = GOLDEN.parent / "datasets" / "raccoon"
-    images = [dataset / "obj" / f"raccoon-{i}.jpg" for i in (7, 10, 14, 16)]
-    (tmp_path / "valid.txt").write_text("".join(f"{p}\n" for p in images))
-    (tmp_path / "r.names").write_text("raccoon\n")
-    data = tmp_path / "r.data"
-    data.write_text(
-        f"valid={tmp_path}/valid.txt\nnames={tmp_path}/r.names\neval=coco\nresults={tmp_path}/res\n"
-    )
-    (path,) = validate(folder / "net.cfg", data, folder / "net.weights", out="x")
+    evalset = raccoon_eval_set(tmp_path, data={"eval": "coco", "results": tmp_path / "res"})
+    images = evalset.images
+    (path,) = validate(folder / "net.cfg", evalset.data, folder / "net.weights", out="x")
     assert path == tmp_path / "res" / "x.json"
     rows = json.loads(path.read_text())
     assert rows and {r["image_id"] for r in rows} == {0}  # atoi("raccoon-7") == 0
@@ -437,15 +427,10 @@ def cv2_size(path: Path) -> tuple[int, int]:
 
 
 def test_evaluate_refuses_names_that_do_not_match_the_cfg(tmp_path: Path) -> None:
-    folder = require_shared() / "golden" / "trained-raccoon"
-    if not (folder / "net.cfg").is_file():
-        pytest.skip("golden/trained-raccoon not present")
+    folder = trained_raccoon("net.cfg")
     from darknetpy.evaluate import evaluate
 
-    (tmp_path / "two.names").write_text("raccoon\ndog\n")
-    (tmp_path / "valid.txt").write_text("nothing.jpg\n")
-    data = tmp_path / "x.data"
-    data.write_text(f"valid={tmp_path}/valid.txt\nnames={tmp_path}/two.names\n")
+    data = make_image_set(tmp_path, {"valid": ["nothing.jpg"]}, names=["raccoon", "dog"]).data
     with pytest.raises(DataError, match="2 names, but the last detection layer"):
         evaluate(folder / "net.cfg", data, folder / "net.weights")
 
@@ -495,15 +480,11 @@ def test_read_coco_category_ids(tmp_path: Path) -> None:
 
 
 def test_validate_refuses_wrong_category_count_and_unknown_format(tmp_path: Path) -> None:
-    folder = require_shared() / "golden" / "trained-raccoon"
-    if not (folder / "net.cfg").is_file():
-        pytest.skip("golden/trained-raccoon not present")
+    folder = trained_raccoon("net.cfg")
     from darknetpy.evaluate import validate
 
-    image = GOLDEN.parent / "datasets" / "raccoon" / "obj" / "raccoon-7.jpg"
-    (tmp_path / "valid.txt").write_text(f"{image}\n")
-    data = tmp_path / "x.data"
-    data.write_text(f"valid={tmp_path}/valid.txt\neval=kitti\n")
+    image = SHARED_RACCOON / "obj" / "raccoon-7.jpg"
+    data = make_image_set(tmp_path, {"valid": [image]}, data={"eval": "kitti"}).data
     args = (folder / "net.cfg", data, folder / "net.weights")
     with pytest.raises(UsageError, match="eval=kitti"):
         validate(*args)
