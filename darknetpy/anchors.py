@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from .errors import UsageError
+from .jit import jit
 
 MAX_ITERATIONS = 1000  # do_kmeans
 
 
-@njit(cache=True)
+@jit
 def _dist(bw: np.float32, bh: np.float32, cw: np.float32, ch: np.float32) -> np.float32:
     # matrix.c: dist — 1 - IoU with corners aligned, every operation in float32
     mw = bw if bw < cw else cw  # noqa: FURB136 (C's ternary, kept for its NaN behaviour)
@@ -39,7 +39,7 @@ def _dist(bw: np.float32, bh: np.float32, cw: np.float32, ch: np.float32) -> np.
     return np.float32(np.float32(1.0) - np.float32(inter / union))
 
 
-@njit(cache=True)
+@jit
 def _expectation(data: np.ndarray, centers: np.ndarray, assignments: np.ndarray) -> bool:
     # kmeans_expectation + closest_center (first centre wins ties: strict '<')
     converged = True
@@ -57,7 +57,7 @@ def _expectation(data: np.ndarray, centers: np.ndarray, assignments: np.ndarray)
     return converged
 
 
-@njit(cache=True)
+@jit
 def _maximization(data: np.ndarray, centers: np.ndarray, assignments: np.ndarray) -> None:
     # kmeans_maximization: float32 running sums in data order, mean, a 0 keeps the old value
     old = centers.copy()
@@ -78,7 +78,7 @@ def _maximization(data: np.ndarray, centers: np.ndarray, assignments: np.ndarray
                 centers[c, j] = old[c, j]
 
 
-@njit(cache=True)
+@jit
 def _kmeans(data: np.ndarray, centers: np.ndarray, max_iterations: int) -> tuple[np.ndarray, int]:
     assignments = np.zeros(data.shape[0], dtype=np.int64)
     if centers.shape[0] == 1:  # do_kmeans: one round first, else "converged" at once on zeros

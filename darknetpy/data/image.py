@@ -27,10 +27,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 import cv2
-import numba
 import numpy as np
 
 from ..errors import DataError
+from ..jit import jit
 
 __all__ = [
     "TEST_RESIZERS",
@@ -185,19 +185,10 @@ def _resize_image_numpy(image: np.ndarray, w: int, h: int) -> np.ndarray:
 # First use in a process: numba's own start-up (its typing registries, and scipy.linalg, which
 # numba imports for its BLAS check) takes 0.6-0.9 s once per process whichever kernel runs first;
 # then about 15 ms to load each kernel from numba's cache (cache=True), or 1.5-1.7 s to compile it
-# where the cache is cold or no cache directory is writable (see _jit).
+# where the cache is cold or no cache directory is writable (see darknetpy.jit).
 
 
-def _jit(func: Callable) -> Callable:
-    """``numba.njit(cache=True)`` (compiled on first call), or without the cache where numba finds
-    no writable cache directory (it raises RuntimeError at decoration time then)."""
-    try:
-        return numba.njit(cache=True)(func)
-    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
-        return numba.njit(cache=False)(func)
-
-
-@_jit
+@jit
 def _ring_slots(held: np.ndarray, a: int, b: int, second: bool) -> tuple[int, bool, int, bool]:
     """Which of the two ring rows hold source rows ``a`` and ``b`` (``b`` only when ``second``),
     and whether each must be (re)computed. Rows arrive in non-decreasing order, so an evicted row
@@ -218,7 +209,7 @@ def _ring_slots(held: np.ndarray, a: int, b: int, second: bool) -> tuple[int, bo
     return sa, fill_a, sb, fill_b
 
 
-@_jit
+@jit
 def _vertical_row(p0: np.ndarray, p1: np.ndarray, one_minus_dy: np.float32, dy: np.float32,
                   second: bool, out: np.ndarray, y: int, x0: int) -> None:
     """One output row of the vertical pass: ``(1-dy)*p0 [+ dy*p1]``, float32, into
@@ -234,7 +225,7 @@ def _vertical_row(p0: np.ndarray, p1: np.ndarray, one_minus_dy: np.float32, dy: 
                 dst[c] = one_minus_dy * a[c]
 
 
-@_jit
+@jit
 def _horizontal_row_chw(src: np.ndarray, row: int, ix: np.ndarray, ix1: np.ndarray,
                         one_minus_dx: np.ndarray, dx: np.ndarray, part: np.ndarray) -> None:
     """Row ``row`` of the horizontal pass of a float32 (C, H, W) image into ``part`` (C, w)."""
@@ -251,7 +242,7 @@ def _horizontal_row_chw(src: np.ndarray, row: int, ix: np.ndarray, ix1: np.ndarr
             dst[w - 1] = s[in_w - 1]
 
 
-@_jit
+@jit
 def _horizontal_row_hwc(src: np.ndarray, row: int, channels: np.ndarray, lut: np.ndarray,
                         ix: np.ndarray, ix1: np.ndarray, one_minus_dx: np.ndarray, dx: np.ndarray,
                         part: np.ndarray) -> None:
@@ -271,7 +262,7 @@ def _horizontal_row_hwc(src: np.ndarray, row: int, channels: np.ndarray, lut: np
             dst[w - 1] = lut[s[in_w - 1, ch]]
 
 
-@_jit
+@jit
 def _resize_chw_kernel(src, ix, ix1, one_minus_dx, dx, iy, iy1, one_minus_dy, dy, out, x0, y0):
     """resize_image of a float32 (C, H, W) image into ``out[:, y0:y0+h, x0:x0+w]``."""
     in_h = src.shape[1]
@@ -288,7 +279,7 @@ def _resize_chw_kernel(src, ix, ix1, one_minus_dx, dx, iy, iy1, one_minus_dy, dy
         _vertical_row(ring[sa], ring[sb], one_minus_dy[r], dy[r], second, out, y0 + r, x0)
 
 
-@_jit
+@jit
 def _resize_hwc_kernel(src, channels, lut, ix, ix1, one_minus_dx, dx, iy, iy1, one_minus_dy, dy,
                        out, x0, y0):
     """resize_image of ``lut[src[:, :, channels]]`` (uint8 HWC) into ``out[:, y0:y0+h, ...]``."""

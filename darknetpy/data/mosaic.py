@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from ..jit import jit
 from .augment import Crop
 from .truth import truth_count
 
@@ -70,7 +70,7 @@ def mosaic_piece(index: int, crop: Crop, w: int, h: int, cut_x: int, cut_y: int)
     return MosaicPiece(index, src, (dst_x0, dst_y0, dst_x1, dst_y1), (left, right, top, bot))
 
 
-@njit(cache=True)
+@jit
 def _blend_mosaic_kernel(
     out: np.ndarray, start: int, old: np.ndarray, index: int, shifts: tuple,
     w: int, h: int, cut_x: int, cut_y: int, net_w: int, net_h: int, mosaic_bound: bool,

@@ -9,8 +9,8 @@ first row with ``x == 0`` ends the list, as in Darknet.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..jit import jit
 from .augment import Crop
 
 __all__ = ["blend_truth", "correct_boxes", "fill_truth_detection", "truth_count"]
@@ -18,7 +18,7 @@ __all__ = ["blend_truth", "correct_boxes", "fill_truth_detection", "truth_count"
 F32 = np.float32
 
 
-@njit(cache=True)
+@jit
 def _correct_box(
     x: float, y: float, w: float, h: float, dx: float, dy: float, sx: float, sy: float, flip: bool
 ) -> tuple[float, float, float, float, bool]:
@@ -64,7 +64,7 @@ def correct_boxes(
     return out, valid
 
 
-@njit(cache=True)
+@jit
 def _fill_truth_kernel(
     boxes: np.ndarray, swaps: np.ndarray, dx: float, dy: float, sx: float, sy: float,
     flip: bool, classes: int, max_boxes: int, net_w: int, net_h: int,

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from darknetpy.data.image import (
-    _jit,
     _resize_image_numpy,
     letterbox_image,
     letterbox_size,
@@ -230,18 +229,6 @@ def test_kernels_are_compiled_once_whatever_the_callers_arrays(rng) -> None:
         resize_image(to_chw_float(image), 5, 6)
         resize_image(to_chw_float(image).astype(np.float64)[:, ::2], 5, 6)
     assert len(_resize_hwc_kernel.signatures) == len(_resize_chw_kernel.signatures) == 1
-
-
-def test_jit_falls_back_to_no_cache_where_numba_cannot_cache() -> None:
-    """A function numba cannot locate a cache for (here: source text with no file) still compiles;
-    numba.njit(cache=True) alone raises RuntimeError at decoration time."""
-    import numba
-
-    namespace: dict = {}
-    exec("def twice(x):\n    return 2 * x\n", namespace)  # noqa: S102 - no file behind it
-    with pytest.raises(RuntimeError, match="cannot cache"):
-        numba.njit(cache=True)(namespace["twice"])
-    assert _jit(namespace["twice"])(21) == 42
 
 
 def test_resize_image_is_align_corners_not_opencv(rng) -> None:
