@@ -25,3 +25,7 @@ class DataError(DarknetpyError, ValueError):
 
 class UsageError(DarknetpyError, ValueError):
     """Command-line arguments that cannot work together."""
+
+
+class TrainingError(DarknetpyError, RuntimeError):
+    """Training cannot go on (the loss became NaN or infinite)."""

@@ -9,7 +9,8 @@ What ``detector test`` does (``detector.c: test_detector``), as a PyTorch module
 
 ``model(x)`` returns the head outputs exactly as darknet computes them (``l.output`` of every
 ``[yolo]``/``[region]``/``[Gaussian_yolo]``, float32); ``model.network`` is the unfused
-:class:`~darknetpy.network.Network` (for training, parity checks, saving).
+:class:`~darknetpy.network.Network` (for training, parity checks, saving), unless the model was
+loaded with ``keep_unfused=False`` (one copy of the weights instead of two).
 
 Example:
     >>> import darknetpy                                                    # doctest: +SKIP
@@ -176,9 +177,10 @@ def fold_batchnorm(
     return folded, bias.to(beta.dtype)
 
 
-def fuse_conv_batchnorm(network: Network) -> Network:
+def fuse_conv_batchnorm(network: Network, *, inplace: bool = False) -> Network:
     """A copy of ``network`` in eval mode whose ``[convolutional]`` layers carry their batch norm in
-    the convolution (weights and a bias) and have ``bn = None``.
+    the convolution (weights and a bias) and have ``bn = None``; with ``inplace``, ``network``
+    itself, changed so (no copy: each layer's original tensors are freed as it is folded).
 
     ``xnor`` convolutions keep their batch norm (it follows the binarised convolution). Layers
     sharing weights (``share_index``) are each folded from the original tensors, so the fused
@@ -188,29 +190,19 @@ def fuse_conv_batchnorm(network: Network) -> Network:
     """
     from .layers.conv import Conv
 
-    fused = copy.deepcopy(network).eval()
-    plans = []
+    fused = (network if inplace else copy.deepcopy(network)).eval()
     for layer in fused.layers:
         if isinstance(layer, Conv) and layer.bn is not None and not layer.spec.xnor:
             bn = layer.bn
-            plans.append(
-                (
-                    layer,
-                    *fold_batchnorm(
-                        layer.conv.weight,
-                        bn.weight,
-                        bn.bias,
-                        bn.running_mean,
-                        bn.running_var,
-                        bn.eps,
-                    ),
-                )
+            weight, bias = fold_batchnorm(
+                layer.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps
             )
-    for layer, weight, bias in plans:  # all folds computed first: shared tensors stay original
-        layer.conv.weight = nn.Parameter(weight, requires_grad=False)
-        layer.conv.bias = nn.Parameter(bias, requires_grad=False)
-        layer.bn = None
-        layer._fused = None
+            # New tensors replace the layer's own references only: a later layer sharing these
+            # (share_index) still holds the original weight and batch norm, and folds from them.
+            layer.conv.weight = nn.Parameter(weight, requires_grad=False)
+            layer.conv.bias = nn.Parameter(bias, requires_grad=False)
+            layer.bn = None
+            layer._fused = None
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused
@@ -234,8 +226,13 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 class InferenceModel(nn.Module):
     """A darknet network prepared for inference; build it with :func:`load`.
 
+    ``keep_unfused=False`` builds the runtime from ``network`` itself, in place (batch norm
+    folded, moved, prepacked): one copy of the weights instead of two, but ``network`` must not be
+    used afterwards and :attr:`network` raises :class:`UsageError`.
+
     Attributes:
-        network: the unfused :class:`Network` as loaded (CPU, float32, eval mode).
+        network: the unfused :class:`Network` as loaded (CPU, float32, eval mode); only with
+            ``keep_unfused=True`` (the default).
         fused: the module that runs (batch norm folded, on ``device``, in ``dtype``).
         names: class names (ids as text when none were given).
         letter_box: the cfg's ``[net] letter_box`` (``predict`` default).
@@ -251,6 +248,7 @@ class InferenceModel(nn.Module):
         channels_last: bool | None = None,
         names: Sequence[str] | None = None,
         prepack: bool | None = None,
+        keep_unfused: bool = True,
     ) -> None:
         super().__init__()
         dev = _resolve_device(device)
@@ -260,8 +258,22 @@ class InferenceModel(nn.Module):
             # the time of the golden networks, 0.76x on yolov4-tiny 416, 0.91x on yolov3 416 and
             # yolov4 608. On CUDA it feeds the fp16 tensor cores; fp32 CUDA keeps NCHW.
             channels_last = dev.type == "cpu" or half
-        self.network = network.eval()
-        runtime = fuse_conv_batchnorm(network) if fuse else copy.deepcopy(network).eval()
+        classes = _classes(network)
+        if names is None:
+            names = [str(i) for i in range(classes or 0)]
+        elif classes is not None and len(names) != classes:
+            raise DataError(
+                f"{len(names)} class names given, but the last detection layer of "
+                f"{network.where()} has classes={classes}; make them agree"
+            )
+        self.names = tuple(names)
+        network.eval()
+        if keep_unfused:
+            self._modules["network"] = network  # a submodule, read by the `network` property
+        if fuse:
+            runtime = fuse_conv_batchnorm(network, inplace=not keep_unfused)
+        else:
+            runtime = copy.deepcopy(network) if keep_unfused else network
         runtime = runtime.to(device=dev, dtype=torch.float16 if half else torch.float32)
         if channels_last:
             runtime = runtime.to(memory_format=torch.channels_last)
@@ -277,34 +289,42 @@ class InferenceModel(nn.Module):
             prepack_convolutions(runtime)
         self.prepacked = bool(prepack)
         self.fused = runtime
+        self.keep_unfused = keep_unfused
         self.is_fused = fuse
         self.half = half
         self.channels_last = channels_last
         self.device = dev
         self.dtype = torch.float16 if half else torch.float32
         self.letter_box = network.net.letter_box
-        classes = self.classes
-        if names is None:
-            names = [str(i) for i in range(classes or 0)]
-        elif classes is not None and len(names) != classes:
-            raise DataError(
-                f"{len(names)} class names given, but the last detection layer of "
-                f"{network.where()} has classes={classes}; make them agree"
-            )
-        self.names = tuple(names)
 
     # ---- facts ----
     @property
+    def network(self) -> Network:
+        """The unfused :class:`Network` (CPU, float32, eval mode).
+
+        Raises:
+            UsageError: the model was built with ``keep_unfused=False``.
+        """
+        network = self._modules.get("network")
+        if network is None:
+            raise UsageError(
+                f"{self.fused.where()}: this inference model was loaded with keep_unfused=False "
+                "and holds only the fused network (model.fused); load it again with "
+                "keep_unfused=True (the default) for the unfused network (training, saving "
+                ".weights, parity checks)"
+            )
+        assert isinstance(network, Network)
+        return network
+
+    @property
     def classes(self) -> int | None:
         """``classes=`` of the last detection layer (None without one)."""
-        if not self.network.heads:
-            return None
-        return int(self.network.layers[self.network.heads[-1]].options.classes)
+        return _classes(self.fused)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """The cfg's network input (width, height)."""
-        return self.network.net.width, self.network.net.height
+        return self.fused.net.width, self.fused.net.height
 
     # ---- tensors in, tensors out ----
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -316,10 +336,10 @@ class InferenceModel(nn.Module):
         """
         if x.dim() == 3:
             x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != self.network.net.channels:
+        channels = self.fused.net.channels
+        if x.dim() != 4 or x.shape[1] != channels:
             raise UsageError(
-                f"expected an input of shape (N, {self.network.net.channels}, H, W), "
-                f"got {tuple(x.shape)}"
+                f"expected an input of shape (N, {channels}, H, W), got {tuple(x.shape)}"
             )
         x = x.to(self.device, self.dtype)
         if self.channels_last:
@@ -345,7 +365,7 @@ class InferenceModel(nn.Module):
         heads = [self.fused.layers[i] for i in self.fused.heads]
         if not heads:
             raise UsageError(
-                f"{self.network.where()}: no [yolo], [region] or [Gaussian_yolo] "
+                f"{self.fused.where()}: no [yolo], [region] or [Gaussian_yolo] "
                 "layer: this network classifies, it does not detect"
             )
         if x.dim() == 3:
@@ -470,9 +490,16 @@ class InferenceModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"cfg={self.network.where()}, device={self.device}, dtype={self.dtype}, "
-            f"fused={self.is_fused}, channels_last={self.channels_last}"
+            f"cfg={self.fused.where()}, device={self.device}, dtype={self.dtype}, "
+            f"fused={self.is_fused}, channels_last={self.channels_last}, "
+            f"keep_unfused={self.keep_unfused}"
         )
+
+
+def _classes(network: Network) -> int | None:
+    if not network.heads:
+        return None
+    return int(network.layers[network.heads[-1]].options.classes)
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
@@ -532,6 +559,7 @@ def load(
     channels_last: bool | None = None,
     strict: bool = False,
     prepack: bool | None = None,
+    keep_unfused: bool = True,
 ) -> InferenceModel:
     """Build the inference model of a darknet network.
 
@@ -548,6 +576,10 @@ def load(
         strict: unused cfg keys are errors instead of warnings.
         prepack: prepack the convolutions for oneDNN (:mod:`darknetpy.fastconv`); default: on
             the CPU in float32 with batch norm folded.
+        keep_unfused: keep the unfused network as ``model.network`` beside the fused copy that
+            runs (for training, saving ``.weights``, parity checks). False when you only run
+            inference: the fused network is built in place, without a second copy of the
+            weights (yolov4: about half the memory), and ``model.network`` raises UsageError.
 
     Raises:
         CfgError, WeightsError, DataError, UsageError: naming the file and the problem.
@@ -576,6 +608,7 @@ def load(
         channels_last=channels_last,
         names=read_class_names(names),
         prepack=prepack,
+        keep_unfused=keep_unfused,
     )
 
 

@@ -43,7 +43,7 @@ from .checkpoint import (
     load_state,
     save_checkpoint,
 )
-from .errors import DarknetpyError, DataError, UsageError, WeightsError
+from .errors import DataError, TrainingError, UsageError, WeightsError
 from .multiscale import ResizePlan, map_interval, random_coef, random_size
 from .netconfig import NetConfig
 from .network import Network
@@ -56,10 +56,6 @@ __all__ = ["AMP_DTYPES", "ResizePlan", "TrainResult", "TrainingError", "map_inte
 
 f32 = np.float32
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class TrainingError(DarknetpyError, RuntimeError):
-    """Training cannot go on (the loss became NaN or infinite)."""
 
 
 @dataclass(frozen=True)
@@ -251,12 +247,7 @@ def _prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path 
         )
     dtype = AMP_DTYPES[amp]
 
-    aug = AugmentConfig(width=c.width, height=c.height, classes=head.classes, jitter=head.jitter,
-                        resize=head.resize, hue=c.hue, saturation=c.saturation,
-                        exposure=c.exposure, flip=c.flip, blur=c.blur,
-                        gaussian_noise=c.gaussian_noise, mixup=c.mixup, cutmix=c.cutmix,
-                        mosaic=c.mosaic, mosaic_bound=c.mosaic_bound, letter_box=c.letter_box,
-                        max_boxes=head.max_boxes)  # fmt: skip
+    aug = AugmentConfig.from_net(c, head)
     rank_seed = loop.seed if ctx.rank == 0 else int(
         np.random.SeedSequence([loop.seed, ctx.rank]).generate_state(1)[0] >> 1)  # fmt: skip
     loader = build_train_loader(

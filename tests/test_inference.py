@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pickle
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,14 @@ from darknetpy.inference import (
 from darknetpy.layers.conv import Conv
 from darknetpy.network import Network
 
-from .conftest import GOLDEN, SHARED, detection_networks, golden_networks, require_shared
+from .conftest import (
+    GOLDEN,
+    SHARED,
+    detection_networks,
+    golden_networks,
+    require_shared,
+    tiny_cfg,
+)
 
 
 # ---------------------------------------------------------------- golden helpers
@@ -238,6 +246,130 @@ def test_fuse_keeps_the_original_network_and_shared_weights(tmp_path: Path) -> N
         out = fused(x)[0]
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert all(layer.bn is None for layer in fused.layers)
+
+
+def test_fuse_in_place_folds_shared_weights_without_a_copy(tmp_path: Path) -> None:
+    cfg = tmp_path / "share.cfg"
+    cfg.write_text(
+        "[net]\nwidth=8\nheight=8\nchannels=4\n"
+        "[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
+        "[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
+        "share_index=0\n"
+    )
+    net = _random_weights(Network.from_cfg(cfg))
+    x = torch.rand(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.enable_grad():
+        ref = net.eval()(x)[0].detach()
+    reference = fuse_conv_batchnorm(net)  # the copying path, for comparison
+    fused = fuse_conv_batchnorm(net, inplace=True)
+    assert fused is net
+    assert all(layer.bn is None for layer in net.layers)
+    with torch.inference_mode():
+        out, copied = fused(x)[0], reference(x)[0]
+    assert torch.equal(out, copied)  # the second layer folded from the shared original tensors
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- keep_unfused
+def _random_weights(net: Network, seed: int = 1) -> Network:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+    return net
+
+
+def _tiny_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A 2-class yolo cfg of 64x64 and .weights with random values."""
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(tiny_cfg(backbone=(8, 16), classes=2))
+    weights = tmp_path / "tiny.weights"
+    _random_weights(Network.from_cfg(cfg)).save_weights(weights)
+    return cfg, weights
+
+
+def _tensor_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the distinct tensors in ``module``'s state dict (shared tensors once)."""
+    seen = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for t in module.state_dict().values()
+    }
+    return sum(seen.values())
+
+
+def test_keep_unfused_false_holds_one_copy_and_runs_the_same(tmp_path: Path) -> None:
+    cfg, weights = _tiny_files(tmp_path)
+    kept = load(cfg, weights, prepack=False)
+    dropped = load(cfg, weights, prepack=False, keep_unfused=False)
+    assert dict(kept.named_children()).keys() == {"network", "fused"}
+    assert dict(dropped.named_children()).keys() == {"fused"}
+    # one copy of the weights instead of two
+    assert _tensor_bytes(dropped) == _tensor_bytes(dropped.fused)
+    assert _tensor_bytes(kept) > 1.9 * _tensor_bytes(dropped)
+    # every inference method works without the unfused network, with the same results
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for a, b in zip(kept(x), dropped(x)):
+        assert torch.equal(a, b)
+    assert (dropped.classes, dropped.input_size, dropped.names) == (2, (64, 64), ("0", "1"))
+    image = (np.arange(40 * 50 * 3) % 251).astype(np.uint8).reshape(40, 50, 3)
+    a, b = kept.predict(image, thresh=0.01)[0], dropped.predict(image, thresh=0.01)[0]
+    assert len(a) > 0 and a == b
+    assert kept.detect(x, (50, 40), thresh=0.01) == dropped.detect(x, (50, 40), thresh=0.01)
+    assert "keep_unfused=False" in repr(dropped)
+    assert isinstance(kept.network, Network)
+    with pytest.raises(UsageError, match=r"tiny.cfg: .*keep_unfused=False.*keep_unfused=True"):
+        _ = dropped.network
+    # prepacked (the CPU default), the same
+    packed = load(cfg, weights, keep_unfused=False)
+    with pytest.raises(UsageError, match="keep_unfused"):
+        _ = packed.network
+    for a, b in zip(kept(x), packed(x)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_keep_unfused_false_builds_the_runtime_from_the_network_given(tmp_path: Path) -> None:
+    cfg, weights = _tiny_files(tmp_path)
+    net = Network.from_cfg(cfg)
+    net.load_weights(weights)
+    # a wrong name list is refused before anything is changed
+    with pytest.raises(DataError, match="3 class names given"):
+        InferenceModel(net, names=["a", "b", "c"], keep_unfused=False)
+    assert all(m.bn is not None for m in net.layers[:2])
+    reference = InferenceModel(net, prepack=False)
+    model = InferenceModel(net, prepack=False, keep_unfused=False, names=["a", "b"])
+    assert model.fused is net and all(m.bn is None for m in net.layers if isinstance(m, Conv))
+    unfused = InferenceModel(Network.from_cfg(cfg), fuse=False, keep_unfused=False)
+    assert not unfused.is_fused and unfused.fused.layers[0].bn is not None
+    with pytest.raises(UsageError, match="keep_unfused"):
+        _ = unfused.network
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    for a, b in zip(reference(x), model(x)):
+        assert torch.equal(a, b)
+    # a classifier: the message names the cfg and the problem, not the dropped network
+    classifier = tmp_path / "classify.cfg"
+    classifier.write_text(
+        "[net]\nwidth=8\nheight=8\nchannels=3\n"
+        "[convolutional]\nfilters=2\nsize=1\nactivation=leaky\n"
+    )
+    small = InferenceModel(Network.from_cfg(classifier), keep_unfused=False)
+    assert small.classes is None and small(torch.rand(1, 3, 8, 8))[0].shape == (1, 2, 8, 8)
+    with pytest.raises(UsageError, match=r"classify.cfg: no \[yolo\]"):
+        small.detect(torch.rand(1, 3, 8, 8), (8, 8))
+
+
+@pytest.mark.parametrize("keep_unfused", [True, False])
+def test_inference_model_pickles(tmp_path: Path, keep_unfused: bool) -> None:
+    """A loaded model (prepacked convolutions included) goes to spawn workers / torch.save."""
+    cfg, weights = _tiny_files(tmp_path)
+    model = load(cfg, weights, keep_unfused=keep_unfused)
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.keep_unfused == keep_unfused and clone.prepacked == model.prepacked
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    for a, b in zip(model(x), clone(x)):
+        assert torch.equal(a, b)
+    if keep_unfused:
+        assert torch.equal(clone.network.layers[0].conv.weight, model.network.layers[0].conv.weight)
 
 
 # ---------------------------------------------------------------- the Python API

@@ -173,8 +173,18 @@ def normalize_channels_softmax_maxval(x: Tensor) -> Tensor:
     return e / (1e-4 + e.sum(dim=1, keepdim=True))
 
 
+# ---- in-place versions (module-level functions, not lambdas: a network must pickle) ----
+
 def _leaky_(x: Tensor) -> Tensor:
     return F.leaky_relu_(x, 0.1)
+
+
+def _swish_(x: Tensor) -> Tensor:
+    return F.silu(x, inplace=True)
+
+
+def _mish_(x: Tensor) -> Tensor:
+    return F.mish(x, inplace=True)
 
 
 _CONV = frozenset({ActivationPath.CONV})
@@ -199,10 +209,8 @@ ACTIVATIONS: MappingProxyType[str, Activation] = MappingProxyType({
         Activation("stair", stair),
         Activation("hardtan", hardtan),
         Activation("lhtan", lhtan),
-        Activation("swish", F.silu, paths=_CONV_SHORTCUT,
-                   inplace=lambda x: F.silu(x, inplace=True)),
-        Activation("mish", F.mish, paths=_CONV_SHORTCUT,
-                   inplace=lambda x: F.mish(x, inplace=True)),
+        Activation("swish", F.silu, paths=_CONV_SHORTCUT, inplace=_swish_),
+        Activation("mish", F.mish, paths=_CONV_SHORTCUT, inplace=_mish_),
         Activation("hard_mish", hard_mish, paths=_CONV),
         Activation("normalize_channels", normalize_channels, paths=_CONV),
         Activation("normalize_channels_softmax", normalize_channels_softmax, paths=_CONV),

@@ -3,14 +3,20 @@ the code paths where darknet outputs 0 instead (activate() has no case for the n
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
+import re
+import warnings
 
 import pytest
 import torch
 
 from darknetpy.errors import CfgError
 from darknetpy.layers.activation import ACTIVATIONS, ActivationPath
+from darknetpy.network import Network
 
+from ..conftest import REPO
 from . import network, run
 
 E = math.e
@@ -130,3 +136,74 @@ def test_unknown_activation_lists_the_table_and_suggests() -> None:
     with pytest.raises(CfgError, match=r"t.cfg:6 \[convolutional\]: activation='mesh' is not one "
                                        r"of .*leaky.*mish.*did you mean 'mish'"):
         network("[convolutional]\nactivation=mesh\n")
+
+
+# ---- pickling: a whole Network goes through torch.save, deepcopy and spawn workers ----
+
+def _unit_variance(net: Network) -> Network:
+    """Darknet's random weights with BN rolling variance 1 (0, darknet's init, overflows)."""
+    with torch.no_grad():
+        for name, buffer in net.named_buffers():
+            if name.endswith("running_var"):
+                buffer.fill_(1.0)
+    return net
+
+
+def _outputs(net: Network, x: torch.Tensor, *, grad: bool) -> list[torch.Tensor]:
+    # no_grad runs the in-place versions (Activation.inplace), autograd the plain formulas
+    with torch.set_grad_enabled(grad):
+        outputs = [o.detach() for o in net(x)]
+    assert all(torch.isfinite(o).all() for o in outputs)
+    return outputs
+
+
+def _assert_same(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_every_activation_survives_pickle_and_deepcopy(name: str) -> None:
+    # each code path: convolutional, shortcut, generic ([activation])
+    body = (f"[convolutional]\nfilters=4\nsize=3\npad=1\nbatch_normalize=1\nactivation={name}\n"
+            f"[shortcut]\nfrom=-1\nactivation={name}\n"
+            f"[activation]\nactivation={name}\n")
+    net = _unit_variance(network(body, channels=3, height=4, width=4))
+    x = torch.linspace(-3, 3, 48).view(1, 3, 4, 4)
+    expected = {grad: _outputs(net, x, grad=grad) for grad in (False, True)}
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert [layer.activation for layer in clone.layers] == [ACTIVATIONS[name]] * 3
+        for grad in (False, True):
+            _assert_same(_outputs(clone, x, grad=grad), expected[grad])
+
+
+# yolov4: mish, leaky, linear; enet-coco: swish, logistic, leaky, linear
+PICKLED_CFGS = ("yolov4.cfg", "enet-coco.cfg")
+
+
+def test_pickled_cfgs_cover_every_activation_of_the_shipped_cfgs() -> None:
+    def used(paths: list) -> set[str]:
+        return {m for p in paths for m in re.findall(r"(?m)^activation=(\S+)", p.read_text())}
+
+    shipped = sorted((REPO / "cfg").glob("*.cfg"))
+    if not shipped:
+        pytest.skip("cfg/ not found beside the tests")
+    assert used(shipped) <= used([REPO / "cfg" / name for name in PICKLED_CFGS])
+
+
+@pytest.mark.parametrize("cfg", PICKLED_CFGS)
+def test_official_cfg_network_survives_pickle_and_deepcopy(cfg: str) -> None:
+    path = REPO / "cfg" / cfg
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = _unit_variance(Network.from_cfg(path)).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    expected = _outputs(net, x, grad=False)
+    clone = pickle.loads(pickle.dumps(net))
+    assert clone.cfg_text == net.cfg_text
+    _assert_same(_outputs(clone, x, grad=False), expected)
+    del clone
+    _assert_same(_outputs(copy.deepcopy(net), x, grad=False), expected)
