@@ -108,6 +108,7 @@ def _float32_heads(net: Network, x: np.ndarray) -> list[list[np.ndarray]]:
     return [onednn, native, fused]
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # mkldnn.flags() on a CPU-only build
 @pytest.mark.parametrize("name", detection_networks())
 def test_heads_end_to_end_as_close_to_exact_as_pytorch(name: str, tmp_path: Path) -> None:
     """Every detection network, end to end: onnxruntime's heads are no further from the float64
