@@ -44,6 +44,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .errors import DataError, TrainingError, UsageError, WeightsError
+from .layers.conv import BN_MOMENTUM_BY_BUILD, set_bn_momentum
 from .multiscale import ResizePlan, map_interval, random_coef, random_size
 from .netconfig import NetConfig
 from .network import Network
@@ -80,7 +81,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
           seed: int | None = None, max_batches: int | None = None,
           backup: str | Path | None = None, map_epochs: int = 4, thresh: float = 0.25,
           iou_thresh: float = 0.5, strict: bool = False, progress: bool | None = None,
-          cache: bool | None = None, chart: bool = True) -> TrainResult:
+          cache: bool | None = None, chart: bool = True,
+          bn_momentum: str | None = None) -> TrainResult:
     """Train a Darknet detector like ``darknet detector train DATA CFG [WEIGHTS]``.
 
     Args:
@@ -100,6 +102,9 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         progress: a tqdm bar (default: when stderr is a terminal).
         cache: decode the training images once into shared memory (default: lists up to 2000).
         chart: write ``chart.png`` and ``chart_<cfgbase>.png`` in the backup folder.
+        bn_momentum: whose batch-norm running-average factors to reproduce: ``"cpu"`` (darknet's
+            CPU build: 0.1, [connected] 0.05) or ``"gpu"`` (its GPU build: 0.01); default: the
+            build of the device trained on.
 
     Raises:
         CfgError, DataError, WeightsError, UsageError: bad inputs. TrainingError: NaN loss.
@@ -109,7 +114,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         run = _prepare(ctx, Path(cfg), Path(data), None if weights is None else Path(weights),
                        clear=clear, amp=amp, workers=workers, seed=seed,
                        max_batches=max_batches, backup=backup, map_epochs=map_epochs,
-                       strict=strict, progress=progress, cache=cache, map=map)  # fmt: skip
+                       strict=strict, progress=progress, cache=cache, map=map,
+                       bn_momentum=bn_momentum)  # fmt: skip
         return _loop(run, map=map, thresh=thresh, iou_thresh=iou_thresh, chart=chart)
     finally:
         D.teardown(ctx)
@@ -167,7 +173,8 @@ class _Run:
 def _prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path | None, *,
              clear: bool, amp: str, workers: int | None, seed: int | None,
              max_batches: int | None, backup: str | Path | None, map_epochs: int, strict: bool,
-             progress: bool | None, cache: bool | None, map: bool = False) -> _Run:
+             progress: bool | None, cache: bool | None, map: bool = False,
+             bn_momentum: str | None = None) -> _Run:
     from tqdm import tqdm
 
     from .data.augment import AugmentConfig
@@ -219,6 +226,10 @@ def _prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path 
     loop.width, loop.height = c.width, c.height
 
     net.to(ctx.device)
+    build = bn_momentum or ("gpu" if ctx.device.type == "cuda" else "cpu")
+    if build not in BN_MOMENTUM_BY_BUILD:
+        raise UsageError(f"--bn-momentum {build}: expected one of {', '.join(BN_MOMENTUM_BY_BUILD)}")
+    set_bn_momentum(net, build)
     for layer in list(net.layers)[:frozen_layers(net, 2**62)]:
         layer.requires_grad_(False)  # stopbackward=1 and train_only_bn: never a gradient
     optimizer = DarknetOptimizer(net, c, batch=c.batch)
@@ -274,7 +285,8 @@ def _prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path 
 
     base = basecfg(cfg_path)
     say(f"{base}: {len(images)} training images; batch {c.batch} = {c.subdivisions} x "
-        f"{c.mini_batch}; {ctx.world_size} process(es) on {ctx.device}, amp {amp}; seed "
+        f"{c.mini_batch}; {ctx.world_size} process(es) on {ctx.device}, amp {amp}, batch-norm "
+        f"averages of darknet's {build.upper()} build; seed "
         f"{loop.seed}; iteration {loop.iteration} of {c.max_batches}; checkpoints in {backup_dir}"
         + (f"; resuming exactly from {weights}" if state else ""))  # fmt: skip
     return _Run(

@@ -94,6 +94,8 @@ def test_short_run_end_to_end(files: tuple[Path, Path], capsys: pytest.CaptureFi
     assert [i for i, _ in result.losses] == [1, 2, 3, 4]
     assert [i for i, _ in result.maps] == [4] and 0 <= result.maps[0][1] <= 1
     out = capsys.readouterr().out
+    assert "batch-norm averages of darknet's CPU build" in out  # the device's build by default
+    assert {m.momentum for m in result.network.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
     lines = [line for line in out.splitlines() if line.startswith(" 2: ")]
     loss, avg, rate = (float(part.split()[0]) for part in lines[0][4:].split(", ")[:3])
     l1 = result.losses[0][1]
@@ -240,6 +242,9 @@ def test_cli_translates_darknet_form(monkeypatch: pytest.MonkeyPatch):
                  "--backup", "out"]) == 0  # fmt: skip
     assert seen["weights"] is None and seen["max_batches"] == 5 and seen["amp"] == "bf16"
     assert seen["seed"] == 4 and seen["backup"] == "out" and not seen["map"]
+    assert seen["bn_momentum"] is None  # the device's darknet build
+    assert main(["train", "x.cfg", "x.data", "--bn-momentum", "gpu"]) == 0
+    assert seen["bn_momentum"] == "gpu"
 
 
 @pytest.mark.slow

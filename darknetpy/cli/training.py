@@ -30,6 +30,7 @@ def _kwargs(args: argparse.Namespace) -> dict:
         "max_batches": args.max_batches, "backup": args.backup, "map_epochs": args.map_epochs,
         "thresh": args.thresh, "iou_thresh": args.iou_thresh, "strict": args.strict,
         "progress": False if args.no_progress else None, "chart": not args.no_chart,
+        "bn_momentum": args.bn_momentum,
     }
 
 
@@ -56,9 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     kwargs = _kwargs(args)
     processes = len(args.gpus) if args.gpus else 1
     if processes > 1 and "WORLD_SIZE" not in os.environ:  # -gpus 0,1 without torchrun
-        from ..distributed import launch
-
         import torch.multiprocessing as mp
+
+        from ..distributed import launch
 
         try:
             launch(_spawned, processes, args.cfg, args.data, args.weights, kwargs)
@@ -98,6 +99,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--gpus", type=_gpus, metavar="0,1",
                    help="one process per listed GPU (darknet -gpus): learning rate x N")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    p.add_argument("--bn-momentum", choices=("cpu", "gpu"), metavar="BUILD",
+                   help="batch-norm running averages of darknet's cpu build (0.1; [connected] "
+                        "0.05) or gpu build (0.01); default: the build of --device")
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off",
                    help="mixed precision: fp16 (CUDA, with gradient scaling) or bf16")
     p.add_argument("--workers", type=int, metavar="N",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
 import numpy as np
@@ -24,6 +25,14 @@ from .base import BuildContext, DarknetLayer, Shape
 
 BN_EPS = 1e-5  # blas.c: normalize_cpu, sqrt(variance + .00001f)
 BN_MOMENTUM = 0.01  # forward_batchnorm_layer_gpu / cuDNN exponentialAverageFactor (the CPU build: 0.1)
+# The running-average factor of each darknet build (rolling = (1-f)*rolling + f*batch statistic):
+# the GPU build, cuDNN or not, 0.01 everywhere (forward_batchnorm_layer_gpu,
+# forward_connected_layer_gpu); the CPU build 0.1 (forward_batchnorm_layer, used by convolutional
+# and [batchnorm] layers) and 0.05 in [connected] layers (forward_connected_layer).
+BN_MOMENTUM_BY_BUILD = MappingProxyType({
+    "gpu": MappingProxyType({"convolutional": 0.01, "batchnorm": 0.01, "connected": 0.01}),
+    "cpu": MappingProxyType({"convolutional": 0.1, "batchnorm": 0.1, "connected": 0.05}),
+})
 NO_SHARE = -1000000000  # parse_convolutional's "no share_index" sentinel
 
 
@@ -89,6 +98,16 @@ def batch_norm(channels: int, dims: int = 2) -> nn.Module:
     with torch.no_grad():
         bn.running_var.zero_()
     return bn
+
+
+def set_bn_momentum(network: nn.Module, build: str) -> None:
+    """Give every batch norm of ``network`` the running-average factor darknet's ``build``
+    (``"cpu"`` or ``"gpu"``, :data:`BN_MOMENTUM_BY_BUILD`) uses for its layer type."""
+    factors = BN_MOMENTUM_BY_BUILD[build]
+    for layer in network.modules():
+        bn = getattr(layer, "bn", None)
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            bn.momentum = factors.get(getattr(layer, "darknet_name", ""), factors["convolutional"])
 
 
 def empty_module(factory: Callable[..., nn.Module], *args: object, **kwargs: object) -> nn.Module:

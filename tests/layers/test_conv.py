@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from darknetpy.cfg import Options, parse_cfg
 from darknetpy.errors import CfgError
 from darknetpy.layers.base import BuildContext, Shape
-from darknetpy.layers.conv import Conv, build_conv
+from darknetpy.layers.conv import Conv, build_conv, set_bn_momentum
 
 from . import network, run
 
@@ -248,3 +248,26 @@ def test_is_a_conv_layer() -> None:
 def test_sizes_beyond_darknets_int_are_errors(key: str, message: str) -> None:
     with pytest.raises(CfgError, match=r"t.cfg:\d+ \[convolutional\]: .*" + message):
         network(f"[convolutional]\n{key}\n")
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"), [("cpu", (0.1, 0.1, 0.05)), ("gpu", (0.01, 0.01, 0.01))]
+)
+def test_set_bn_momentum_reproduces_each_darknet_build(build: str, expected: tuple) -> None:
+    """forward_batchnorm_layer (CPU: 0.9/0.1, also behind [convolutional]), forward_connected_layer
+    (CPU: 0.95/0.05), and the GPU build's 0.99/0.01 everywhere; then one training-mode pass moves
+    the zero rolling mean to exactly factor x the batch mean."""
+    net = network(
+        "[convolutional]\nfilters=2\nsize=1\nbatch_normalize=1\nactivation=linear\n"
+        "[batchnorm]\n"
+        "[connected]\noutput=3\nbatch_normalize=1\nactivation=linear\n"
+    )
+    set_bn_momentum(net, build)
+    conv, bn, connected = net.layers
+    assert (conv.bn.momentum, bn.bn.momentum, connected.bn.momentum) == expected
+    net.train()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batch_mean = conv.conv(x).mean(dim=(0, 2, 3))
+        net.forward_layers(x)
+    torch.testing.assert_close(conv.bn.running_mean, expected[0] * batch_mean)
