@@ -408,14 +408,23 @@ class InferenceModel(nn.Module):
         index: int = 0,
     ) -> tuple[np.ndarray, tuple[int, int], str]:
         """One image as darknet's ``test_detector`` feeds it: ``(input (3, H, W) float32,
-        (width, height) of the original, source name)``."""
-        from .data.image import letterbox_image, resize_image
+        (width, height) of the original, source name)``.
 
-        chw, source = _to_chw(image, color, index)
+        uint8 pixels (paths, numpy arrays, uint8 tensors) go to the network input in one pass
+        (:func:`~darknetpy.data.image.prepare_test_input`: no full-size float copy), bit for bit
+        what ``to_chw_float`` then ``resize_image`` / ``letterbox_image`` give; float tensors are
+        resized as they are.
+        """
+        from .data.image import letterbox_image, prepare_test_input, resize_image
+
+        pixels, channels, source = _to_pixels(image, color, index)
         letter = self.letter_box if letter_box is None else letter_box
         w, h = self.input_size
-        x = letterbox_image(chw, w, h) if letter else resize_image(chw, w, h)
-        return x, (chw.shape[2], chw.shape[1]), source
+        if channels is not None:  # uint8 (H, W, C)
+            x = prepare_test_input(pixels, w, h, letter, channels=channels)
+            return x, (pixels.shape[1], pixels.shape[0]), source
+        x = letterbox_image(pixels, w, h) if letter else resize_image(pixels, w, h)
+        return x, (pixels.shape[2], pixels.shape[1]), source
 
     def predict(
         self,
@@ -512,12 +521,23 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return list(images)
 
 
-def _to_chw(image: ImageInput, color: str, index: int) -> tuple[np.ndarray, str]:
-    """Any supported image to float32 (3, H, W) RGB in [0, 1], and a name for messages."""
-    from .data.image import load_image, to_chw_float
+#: Which channels of a one-channel (H, W, 1) image become R, G, B.
+_GREY = (0, 0, 0)
+
+
+def _to_pixels(
+    image: ImageInput, color: str, index: int
+) -> tuple[np.ndarray, tuple[int, ...] | None, str]:
+    """Any supported image as the pixels it holds, and a name for messages.
+
+    Returns ``(pixels, channels, name)``: uint8 (H, W, C) pixels and the channels that are R, G, B
+    (paths, numpy arrays, uint8 tensors; for ``prepare_test_input``), or, for float tensors,
+    float32 (3, H, W) RGB in [0, 1] and ``channels=None``.
+    """
+    from .data.image import load_image
 
     if isinstance(image, (str, Path)):
-        return to_chw_float(load_image(image)), str(image)
+        return load_image(image), COLOR_ORDERS["rgb"], str(image)
     if isinstance(image, np.ndarray):
         name = f"<array {index}>"
         if image.dtype != np.uint8:
@@ -525,12 +545,14 @@ def _to_chw(image: ImageInput, color: str, index: int) -> tuple[np.ndarray, str]
                 f"{name}: numpy images must be uint8 (H, W, 3) as cv2.imread gives, "
                 f"got {image.dtype}; for float data pass a torch tensor (3, H, W) in [0, 1]"
             )
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or 0 in image.shape:
-            raise DataError(f"{name}: expected an (H, W, 3) array, got shape {image.shape}")
-        rgb = image[:, :, list(COLOR_ORDERS[color])]  # drops an alpha channel too
-        return to_chw_float(np.ascontiguousarray(rgb)), name
+        grey = image.ndim == 2
+        # the shape the checks (and the message) see: grey is read as three equal channels
+        shape = (*image.shape, 3) if grey else image.shape
+        if len(shape) != 3 or shape[2] not in (3, 4) or 0 in shape:
+            raise DataError(f"{name}: expected an (H, W, 3) array, got shape {shape}")
+        if grey:
+            return image[:, :, None], _GREY, name
+        return image, COLOR_ORDERS[color], name  # channels 0-2 only: an alpha channel is dropped
     if isinstance(image, torch.Tensor):
         name = f"<tensor {index}>"
         if image.dim() != 3 or image.shape[0] != 3 or 0 in image.shape:
@@ -539,8 +561,8 @@ def _to_chw(image: ImageInput, color: str, index: int) -> tuple[np.ndarray, str]
             )
         t = image.detach().cpu()
         if t.dtype == torch.uint8:
-            return to_chw_float(t.permute(1, 2, 0).numpy()), name
-        return np.ascontiguousarray(t.float().numpy()), name
+            return t.permute(1, 2, 0).numpy(), COLOR_ORDERS["rgb"], name
+        return np.ascontiguousarray(t.float().numpy()), None, name
     raise DataError(
         f"image {index}: unsupported type {type(image).__name__}; give a path, a numpy "
         "uint8 (H, W, 3) array or a torch (3, H, W) tensor"

@@ -290,3 +290,34 @@ def test_detect_refuses_to_overwrite_inputs(
     assert main(["detect", cfg, weights, str(image), "--names", "a", "--names-from-data", "b"]) == 2
     with pytest.raises(SystemExit):
         main(["detect", cfg, weights, str(image), "--thresh", "2"])
+
+
+def test_detect_loads_one_copy_of_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command only predicts: it loads with keep_unfused=False (no unfused copy)."""
+    import darknetpy.inference
+    from darknetpy.network import Network
+
+    from .conftest import tiny_cfg
+
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(tiny_cfg(backbone=(8, 16), classes=2))
+    weights = tmp_path / "tiny.weights"
+    Network.from_cfg(cfg).save_weights(weights)
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8))
+    models = []
+    real_load = darknetpy.inference.load
+
+    def recording_load(*args: object, **kwargs: object) -> darknetpy.inference.InferenceModel:
+        models.append(real_load(*args, **kwargs))  # type: ignore[arg-type]
+        return models[-1]
+
+    monkeypatch.setattr(darknetpy.inference, "load", recording_load)
+    assert main(["detect", str(cfg), str(weights), str(image), "--no-save"]) == 0
+    assert "Predicted in" in capsys.readouterr().out
+    (model,) = models
+    assert not model.keep_unfused
+    with pytest.raises(UsageError, match="keep_unfused=False"):
+        _ = model.network

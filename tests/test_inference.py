@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from darknetpy.data.image import letterbox_image, resize_image, to_chw_float
 from darknetpy.errors import DataError, UsageError
 from darknetpy.inference import (
     Box,
@@ -394,6 +395,113 @@ def test_predict_accepts_paths_arrays_and_tensors_alike() -> None:
     # the wrong channel order changes the result: the flag matters
     wrong = model.predict(rgb, thresh=0.9)[0]
     assert match_dets(_prediction_rows(by_path), _prediction_rows(wrong), 0.9, nms=0.45)
+
+
+# uint8 inputs go straight from the pixels to the network input (prepare_test_input); what they
+# gave before: the full-size float image (to_chw_float, RGB), then resize_image / letterbox_image.
+UINT8_KINDS = ("path", "bgr", "rgb", "bgra", "grey", "bgr_view", "uint8_tensor", "float_tensor")
+
+
+def _as_input(kind: str, rgb: np.ndarray, tmp_path: Path) -> tuple[object, str]:
+    """``rgb`` (uint8 H, W, 3) as an input of ``kind``, and the ``color`` to pass with it."""
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    if kind == "path":
+        path = tmp_path / "image.png"  # lossless: decodes to ``rgb`` exactly
+        assert cv2.imwrite(str(path), bgr)
+        return path, "bgr"
+    if kind == "bgr":
+        return bgr, "bgr"
+    if kind == "rgb":
+        return rgb, "rgb"
+    if kind == "bgra":
+        return np.dstack([bgr, np.full(rgb.shape[:2], 7, np.uint8)]), "bgr"
+    if kind == "grey":
+        return rgb[:, :, 1].copy(), "bgr"
+    if kind == "bgr_view":  # a strided, negative-stride view
+        wide = np.zeros((rgb.shape[0], 2 * rgb.shape[1], 3), np.uint8)
+        wide[:, ::2] = rgb
+        return wide[:, ::2, ::-1], "bgr"
+    if kind == "uint8_tensor":
+        return torch.from_numpy(rgb).permute(2, 0, 1), "bgr"
+    assert kind == "float_tensor"
+    return torch.from_numpy(to_chw_float(rgb)), "bgr"
+
+
+def _old_prepare(kind: str, rgb: np.ndarray, w: int, h: int, letter: bool) -> np.ndarray:
+    """The network input as ``prepare`` computed it before the one-pass kernel."""
+    if kind == "grey":
+        rgb = np.repeat(rgb[:, :, 1:2], 3, axis=2)
+    chw = to_chw_float(np.ascontiguousarray(rgb))
+    return letterbox_image(chw, w, h) if letter else resize_image(chw, w, h)
+
+
+@pytest.mark.parametrize("letter", [False, True])
+@pytest.mark.parametrize("kind", UINT8_KINDS)
+def test_prepare_equals_the_float_path_bit_for_bit(
+    tmp_path: Path, kind: str, letter: bool
+) -> None:
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(tiny_cfg(width=96, height=64))
+    model = load(cfg)
+    rgb = np.random.default_rng(3).integers(0, 256, (77, 123, 3), dtype=np.uint8)
+    image, color = _as_input(kind, rgb, tmp_path)
+    x, size, source = model.prepare(image, color=color, letter_box=letter, index=5)
+    expected = _old_prepare(kind, rgb, 96, 64, letter)
+    assert x.dtype == np.float32 and x.shape == (3, 64, 96)
+    np.testing.assert_array_equal(x.view(np.uint32), expected.view(np.uint32))
+    assert size == (123, 77)
+    kind_name = "tensor" if kind.endswith("tensor") else "array"
+    assert source == (str(image) if kind == "path" else f"<{kind_name} 5>")
+
+
+@pytest.mark.parametrize("kind", ["path", "bgr", "grey", "uint8_tensor"])
+def test_prepare_makes_no_full_size_float_copy_of_uint8_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import darknetpy.data.image as image_module
+
+    def refuse(image: np.ndarray) -> np.ndarray:
+        raise AssertionError(f"to_chw_float called on a {image.shape} image")
+
+    model = InferenceModel(Network.from_text(tiny_cfg()))
+    rgb = np.random.default_rng(4).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    image, color = _as_input(kind, rgb, tmp_path)
+    expected = model.prepare(image, color=color)[0]
+    monkeypatch.setattr(image_module, "to_chw_float", refuse)
+    np.testing.assert_array_equal(model.prepare(image, color=color)[0], expected)
+
+
+def test_prepare_keeps_the_input_checks() -> None:
+    model = InferenceModel(Network.from_text(tiny_cfg()))
+    with pytest.raises(DataError, match=r"<array 0>: expected an \(H, W, 3\) array, got shape "
+                                        r"\(0, 5, 3\)"):
+        model.prepare(np.zeros((0, 5), np.uint8))
+    with pytest.raises(DataError, match=r"got shape \(4, 4, 2\)"):
+        model.prepare(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(DataError, match=r"<tensor 2>: expected a \(3, H, W\) RGB tensor"):
+        model.prepare(torch.zeros((4, 4, 3), dtype=torch.uint8), index=2)
+    with pytest.raises(DataError, match="image 1: unsupported type list"):
+        model.prepare([[1, 2]], index=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "letter"),
+    [("path", False), ("path", True), ("bgr", False), ("rgb", False), ("grey", False),
+     ("uint8_tensor", True)],
+)
+def test_predict_on_uint8_inputs_is_unchanged(tmp_path: Path, kind: str, letter: bool) -> None:
+    """What predict found before on a photo: the old float input gives the same detections."""
+    require_shared()
+    model, _ = _golden_model("yolov4-tiny", names=True)
+    rgb = cv2.cvtColor(cv2.imread(str(SHARED / "images" / "dog.jpg")), cv2.COLOR_BGR2RGB)
+    image, color = _as_input(kind, rgb, tmp_path)
+    (got,) = model.predict(image, color=color, letter_box=letter, thresh=0.2)
+    w, h = model.input_size
+    old = torch.from_numpy(_old_prepare(kind, rgb, w, h, letter))
+    dets = model.detections(old, [(768, 576)], thresh=0.2, letter_box=letter)[0]
+    expected = model._prediction(got.source, (768, 576), dets, 0.2)
+    assert len(got) >= 3
+    assert got == expected
 
 
 def test_predict_results_are_frozen_pixel_boxes_with_names() -> None:

@@ -49,7 +49,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             Path(args.json), Path(args.cfg), Path(args.weights), *(Path(n) for n in (names,) if n)
         )
     sources = read_sources(args.source, sys.stdin)
-    model = load(args.cfg, args.weights, device=args.device, half=args.half, names=names)
+    # run_detect only predicts (model.fused): no unfused copy of the weights (half the memory)
+    model = load(
+        args.cfg, args.weights, device=args.device, half=args.half, names=names,
+        keep_unfused=False,
+    )
     save_dir = None if args.no_save else Path(args.save_dir)
     summary = run_detect(
         model,

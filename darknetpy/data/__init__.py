@@ -10,15 +10,46 @@ Reproduces Darknet's data side (spec §5.5, §8, §10); never imports the model.
   :mod:`.pixels` (image operations), :mod:`.mosaic`: pure augmentation functions with an explicit
   ``np.random.Generator``.
 * :mod:`.dataset`, :mod:`.loader`: one training iteration, and :class:`TrainLoader`.
+
+The public names below are imported on first use (PEP 562 ``__getattr__``), so that
+``import darknetpy.data.image`` (what data-loader worker processes do) loads that submodule only,
+not PyTorch through :mod:`.loader`.
 """
 
 from __future__ import annotations
 
-from .augment import AugmentConfig
-from .datafile import DataConfig, DataWarning, read_image_list, read_names
-from .image import letterbox_image, load_image, prepare_test_input, resize_image
-from .labels import LabelReport, label_path, read_labels
-from .loader import Batch, DataSummary, TrainLoader, build_train_loader
+import importlib
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .augment import AugmentConfig
+    from .datafile import DataConfig, DataWarning, read_image_list, read_names
+    from .image import letterbox_image, load_image, prepare_test_input, resize_image
+    from .labels import LabelReport, label_path, read_labels
+    from .loader import Batch, DataSummary, TrainLoader, build_train_loader
+
+#: Lazily imported public names: name -> the submodule that defines it.
+_LAZY: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "AugmentConfig": "augment",
+        "DataConfig": "datafile",
+        "DataWarning": "datafile",
+        "read_image_list": "datafile",
+        "read_names": "datafile",
+        "letterbox_image": "image",
+        "load_image": "image",
+        "prepare_test_input": "image",
+        "resize_image": "image",
+        "LabelReport": "labels",
+        "label_path": "labels",
+        "read_labels": "labels",
+        "Batch": "loader",
+        "DataSummary": "loader",
+        "TrainLoader": "loader",
+        "build_train_loader": "loader",
+    }
+)
 
 __all__ = [
     "AugmentConfig",
@@ -38,3 +69,17 @@ __all__ = [
     "read_names",
     "resize_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access (then cache the name here)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
