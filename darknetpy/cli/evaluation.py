@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from .argtypes import positive_int, probability
 
 if TYPE_CHECKING:
     from ..convert_datasets import ConversionReport
@@ -46,26 +47,6 @@ def _points(text: str) -> int:
             f"--points {text}: use 0 (area under the curve, Darknet's default), 11 (VOC2007) or "
             "101 (COCO)"
         )
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a positive integer")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a number within 0..1")
     return value
 
 
@@ -233,7 +214,7 @@ def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N")
     p.add_argument(
         "--batch",
-        type=_positive,
+        type=positive_int,
         default=8,
         metavar="N",
         help="images per forward pass (darknet uses 1; same numbers, faster)",
@@ -247,7 +228,7 @@ def _dataset_out_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="obj", help="base name of the .data and .names (default obj)")
     p.add_argument(
         "--valid-fraction",
-        type=_fraction,
+        type=probability,
         default=0.2,
         metavar="F",
         help="share of images listed in valid.txt (default 0.2)",
@@ -342,10 +323,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )  # fmt: skip
     p.add_argument("data", help="the .data file (train=, classes=)")
     p.add_argument(
-        "--num", type=_positive, default=5, help="number of anchors (darknet's default 5)"
+        "--num", type=positive_int, default=5, help="number of anchors (darknet's default 5)"
     )
-    p.add_argument("--width", type=_positive, help="network width (required)")
-    p.add_argument("--height", type=_positive, help="network height (required)")
+    p.add_argument("--width", type=positive_int, help="network width (required)")
+    p.add_argument("--height", type=positive_int, help="network height (required)")
     p.add_argument(
         "--seed", type=int, help="seed of the initial centres (default: random, printed)"
     )
@@ -364,7 +345,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )  # fmt: skip
     p.add_argument("data", help="the .data file")
     p.add_argument("--no-images", action="store_true", help="do not decode images (faster)")
-    p.add_argument("--limit", type=_positive, default=20, help="lines shown per problem kind")
+    p.add_argument("--limit", type=positive_int, default=20, help="lines shown per problem kind")
     p.set_defaults(func=cmd_check)
 
     from ..convert_datasets import DIFFICULT_MODES

@@ -14,26 +14,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from . import refuse_overwrite
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: expected a number between 0 and 1")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a positive integer")
-    return value
+from .argtypes import positive_int, probability
 
 
 # ---------------------------------------------------------------- detect
@@ -169,8 +150,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--names", help="class names, one per line (default: class ids)")
     p.add_argument("--names-from-data", metavar="DATA", help="take names= from this .data file")
-    p.add_argument("--thresh", type=_probability, default=0.25, help="detection threshold")
-    p.add_argument("--nms", type=_probability, default=0.45, help="NMS threshold (0: no NMS)")
+    p.add_argument("--thresh", type=probability, default=0.25, help="detection threshold")
+    p.add_argument("--nms", type=probability, default=0.45, help="NMS threshold (0: no NMS)")
     p.add_argument(
         "--letter-box",
         action="store_true",
@@ -183,7 +164,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=None,
         help="float16 (default: on CUDA; --no-half keeps float32, darknet's numbers)",
     )
-    p.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
     p.add_argument(
         "--save-dir",
         default="predictions",
@@ -229,7 +210,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("cfg")
     p.add_argument("weights", help="a .weights file or a darknetpy .pt checkpoint")
     p.add_argument("out", help="the .onnx file to write")
-    p.add_argument("--opset", type=_positive, default=DEFAULT_OPSET, help="ONNX opset (>= 11)")
+    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help="ONNX opset (>= 11)")
     p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
     p.add_argument(
         "--with-decode",
