@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -342,43 +342,29 @@ def _check_channels(opts: Options, ctx: BuildContext, expected: int, why: str, k
     return prev
 
 
+def _build_head(opts: Options, ctx: BuildContext, cls: type, options: Any, formula: str,
+                keys: str) -> Any:
+    """A detection layer on the layer just above, once its channels fit ``num * entries``."""
+    prev = _check_channels(opts, ctx, options.num * options.entries, formula, keys)
+    return cls(opts.section, ctx.index, (ctx.index - 1,), prev, prev, options)
+
+
 def build_yolo(opts: Options, ctx: BuildContext) -> YoloLayer:
     """``[yolo]`` (``parser.c: parse_yolo``, ``yolo_layer.c: make_yolo_layer``)."""
-    options = parse_yolo_options(opts)
-    expected = options.num * options.entries
-    prev = _check_channels(
-        opts,
-        ctx,
-        expected,
-        f"classes={options.classes} with {options.num} masks ({options.num}*({options.classes}+5))",
-        "classes= or mask=",
-    )
-    return YoloLayer(opts.section, ctx.index, (ctx.index - 1,), prev, prev, options)
+    o = parse_yolo_options(opts)
+    formula = f"classes={o.classes} with {o.num} masks ({o.num}*({o.classes}+5))"
+    return _build_head(opts, ctx, YoloLayer, o, formula, "classes= or mask=")
 
 
 def build_gaussian_yolo(opts: Options, ctx: BuildContext) -> GaussianYoloLayer:
     """``[Gaussian_yolo]`` (``parser.c: parse_gaussian_yolo``)."""
-    options = parse_gaussian_yolo_options(opts)
-    expected = options.num * options.entries
-    prev = _check_channels(
-        opts,
-        ctx,
-        expected,
-        f"classes={options.classes} with {options.num} masks ({options.num}*({options.classes}+9))",
-        "classes= or mask=",
-    )
-    return GaussianYoloLayer(opts.section, ctx.index, (ctx.index - 1,), prev, prev, options)
+    o = parse_gaussian_yolo_options(opts)
+    formula = f"classes={o.classes} with {o.num} masks ({o.num}*({o.classes}+9))"
+    return _build_head(opts, ctx, GaussianYoloLayer, o, formula, "classes= or mask=")
 
 
 def build_region(opts: Options, ctx: BuildContext) -> RegionLayer:
     """``[region]`` (``parser.c: parse_region``, ``region_layer.c: make_region_layer``)."""
-    options = parse_region_options(opts)
-    expected = options.num * options.entries
-    prev = _check_channels(
-        opts,
-        ctx,
-        expected,
-        f"classes={options.classes} with num={options.num} ({options.num}*(4+1+{options.classes}))",
-        "classes= or num=",
-    )
-    return RegionLayer(opts.section, ctx.index, (ctx.index - 1,), prev, prev, options)
+    o = parse_region_options(opts)
+    formula = f"classes={o.classes} with num={o.num} ({o.num}*(4+1+{o.classes}))"
+    return _build_head(opts, ctx, RegionLayer, o, formula, "classes= or num=")
