@@ -191,6 +191,13 @@ def _cells(keep: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx[:, 0], idx[:, 1], idx[:, 2]
 
 
+def _by_cell(output: torch.Tensor, options: YoloOptions | GaussianYoloOptions) -> torch.Tensor:
+    """A [yolo]-style output (N, A*entries, H, W) as (N, H, W, A, entries), float32, detached:
+    darknet's ``entry_index`` layout seen cell by cell."""
+    n, _, h, w = output.shape
+    return output.detach().float().reshape(n, options.num, options.entries, h, w).permute(0, 3, 4, 1, 2)
+
+
 def decode_yolo(
     output: torch.Tensor, options: YoloOptions, net_size: Size, thresh: float
 ) -> list[Detections]:
@@ -204,12 +211,7 @@ def decode_yolo(
         thresh: a detection needs objectness > thresh; class probs <= thresh are zeroed.
     """
     n, _, h, w = output.shape
-    v = (
-        output.detach()
-        .float()
-        .reshape(n, options.num, options.entries, h, w)
-        .permute(0, 3, 4, 1, 2)
-    )
+    v = _by_cell(output, options)
     t = np.float32(thresh)
     keep = v[..., 4] > float(t)
     anchors = np.asarray(options.masked_anchors, np.float32).reshape(-1, 2)
@@ -242,12 +244,7 @@ def decode_gaussian_yolo(
     The class prob is ``objectness * class * (1 - mean(σx, σy, σw, σh))``.
     """
     n, _, h, w = output.shape
-    v = (
-        output.detach()
-        .float()
-        .reshape(n, options.num, options.entries, h, w)
-        .permute(0, 3, 4, 1, 2)
-    )
+    v = _by_cell(output, options)
     t = np.float32(thresh)
     keep = v[..., 8] > float(t)
     anchors = np.asarray(options.masked_anchors, np.float32).reshape(-1, 2)
