@@ -68,16 +68,22 @@ class UltralyticsImport:
 
 
 # ---- the [net] section ----
+NET_COMMENT = """\
+recipe=yolov8 trains the ultralytics way (ultralytics 8.4.190 cfg/default.yaml): optimizer 'auto'
+(AdamW or SGD by the run's length), warm-up 3 epochs, linear lr decay to lrf 0.01, EMA 0.9999/2000,
+batch-norm momentum 0.03, mosaic closed for the last 10 epochs; every part is a [net] key (README,
+"Training recipes"). An epoch is ceil(train images / batch) iterations."""
+
+
 def net_section(width: int = 640, height: int = 640, channels: int = 3, *, batch: int = 16,
-                extra: Sequence[tuple[str, object]] = ()) -> Section:
-    """``[net]`` with the YOLOv8 training recipe (``recipe=yolov8``: the keys and defaults of
-    ``darknetpy.training.recipes``; ultralytics' ``default.yaml``), then ``extra`` keys."""
+                epochs: int = 100, extra: Sequence[tuple[str, object]] = ()) -> Section:
+    """``[net]`` with the YOLOv8 training recipe (``recipe=yolov8``, ``darknetpy.training.recipes``;
+    ``epochs`` 100 and ``batch`` 16 as ultralytics' ``default.yaml``), then ``extra`` keys."""
     keys: list[tuple[str, object]] = [
         ("batch", batch), ("subdivisions", 1), ("width", width), ("height", height),
-        ("channels", channels), ("recipe", "yolov8"), *extra,
+        ("channels", channels), ("recipe", "yolov8"), ("epochs", epochs), *extra,
     ]
-    return Section("net", keys, "YOLOv8 (ultralytics) in Darknet sections; recipe=yolov8 trains it the "
-                   "ultralytics way (SGD/AdamW 'auto', warm-up, EMA, TAL loss)")
+    return Section("net", keys, NET_COMMENT)
 
 
 # ---- the model rows ----
@@ -110,7 +116,7 @@ def import_ultralytics(model_yaml: Mapping[str, Any] | str | Path,
     module_layers, head, levels = _emit_rows(out, model, where, scaling)
     sections = [net or net_section(width, height), *out.sections]
     title = f"# darknetpy import-ultralytics: {model.get('yaml_file', where)}, scale {scaling.letter}, " \
-            f"{_nc(model, where)} classes"
+            f"{_nc(model, where)} class{'es' if _nc(model, where) != 1 else ''}"
     cfg_text = title + "\n\n" + "\n\n".join(s.text() for s in sections) + "\n"
     tensors: tuple[np.ndarray, ...] = ()
     if state is not None:

@@ -52,7 +52,7 @@ class Section:
     weights: WeightSource | None = None
 
     def text(self) -> str:
-        lines = [f"# {self.comment}"] if self.comment else []
+        lines = [f"# {line}".rstrip() for line in self.comment.splitlines()] if self.comment else []
         lines.append(f"[{self.name}]")
         lines += [f"{key}={_value(value)}" for key, value in self.keys]
         return "\n".join(lines)
