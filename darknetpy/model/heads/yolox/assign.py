@@ -91,14 +91,18 @@ def pairwise_cost(
         gt_classes: ``(T,)`` class of each truth.
         prior: ``(T, A)`` the geometry prior.
     """
-    num_gt, (num_anchors, nc) = gt_classes.shape[0], cls_logits.shape
-    onehot = F.one_hot(gt_classes.to(torch.int64), nc).float()
+    num_gt, num_anchors = gt_classes.shape[0], cls_logits.shape[0]
     p = (cls_logits.float().sigmoid() * obj_logits.float().sigmoid()).sqrt()
-    cls_cost = F.binary_cross_entropy(
-        p.unsqueeze(0).repeat(num_gt, 1, 1),
-        onehot.unsqueeze(1).repeat(1, num_anchors, 1),
-        reduction="none",
-    ).sum(-1)
+    # The reference's BCE of (T, A, nc) repeats against the one-hot class. Each entry is the BCE
+    # of p against 0 or against 1, so both are computed once per anchor and laid out as the
+    # reference's (T, A, nc) block; the sum over classes then runs on the same values in the same
+    # order (bit-identical costs, without T * A * nc logarithms).
+    neg = F.binary_cross_entropy(p, torch.zeros_like(p), reduction="none")
+    pos = F.binary_cross_entropy(p, torch.ones_like(p), reduction="none")
+    cls_index = gt_classes.to(torch.int64)[:, None, None].expand(num_gt, num_anchors, 1)
+    cls_block = neg.unsqueeze(0).repeat(num_gt, 1, 1)
+    cls_block.scatter_(2, cls_index, pos[:, gt_classes.to(torch.int64)].T.unsqueeze(2))
+    cls_cost = cls_block.sum(-1)
     iou_cost = -torch.log(ious + 1e-8)
     return cls_cost + IOU_COST_WEIGHT * iou_cost + OUT_OF_PRIOR_COST * (~prior)
 
