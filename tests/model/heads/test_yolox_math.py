@@ -219,3 +219,32 @@ def test_postprocess_threshold_and_rows() -> None:
     # scores .72 and .25: only the first passes; row x1 y1 x2 y2 obj cls_conf class
     torch.testing.assert_close(dets, torch.tensor([[15.0, 15, 25, 25, 0.9, 0.8, 1.0]]))
     assert postprocess_yolox(decoded, 0.9, 0.45)[0].shape == (0, 7)
+
+
+def _nms_loop(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, thresh: float
+) -> list[int]:
+    """torchvision's CPU nms loop in plain Python (float32), applied class by class."""
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):  # sorted() is stable
+        if all(classes[k] != classes[i] or _iou32(boxes[k], boxes[i]) <= thresh for k in keep):
+            keep.append(i)
+    return keep
+
+
+def _iou32(a: np.ndarray, b: np.ndarray) -> np.float32:
+    w = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(np.float32(0), min(a[3], b[3]) - max(a[1], b[1]))
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    return np.float32(w * h / (area_a + area_b - w * h))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_matches_a_plain_greedy_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-10, 100, (300, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 40, (300, 2)).astype(np.float32)], 1)
+    scores = rng.choice(np.linspace(0.1, 1, 40), 300).astype(np.float32)  # ties included
+    classes = rng.integers(0, 3, 300).astype(np.float32)
+    got = nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes), 0.45)
+    assert got.tolist() == _nms_loop(boxes, scores, classes, 0.45)

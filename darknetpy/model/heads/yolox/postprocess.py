@@ -5,6 +5,11 @@ greedy NMS, per class unless ``class_agnostic`` (the reference calls torchvision
 ``batched_nms`` / ``nms``; the kernel here is torchvision's CPU loop: boxes sorted by score with a
 stable sort, ``w, h = max(0, ...)`` without +1, a box dies when its IoU with a kept one is
 ``> nms_thresh``). Rows are ``x1 y1 x2 y2 obj cls_conf class`` in input pixels, best first.
+
+One deliberate difference: torchvision's ``batched_nms`` (under 1000 candidates on CPU) shifts
+each class's boxes by ``class * (max coordinate + 1)`` and runs one NMS, so a box with a
+coordinate below -1 can meet (and suppress) a box of the previous class. Here a box only ever
+suppresses boxes of its own class; the shifts' rounding is not reproduced either.
 """
 
 from __future__ import annotations
