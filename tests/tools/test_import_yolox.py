@@ -1,0 +1,267 @@
+"""darknetpy.tools.import_yolox: YOLOX checkpoints as Darknet cfg + weights, against the golden
+YOLOX-tiny (../shared/golden/modern/yolox-tiny, made by Megvii's source)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from darknetpy.errors import CfgError, WeightsError
+from darknetpy.model.layers.resample import space_to_depth
+from darknetpy.model.network import Network
+from darknetpy.tools.import_yolox import (
+    build_imported,
+    fold_focus_stem,
+    guess_yolox_flags,
+    import_yolox,
+    read_yolox_state,
+    write_yolox,
+)
+from darknetpy.tools.yolox_cfg import yolox_layout
+
+from ..conftest import GOLDEN, require_shared
+
+FOLDER = GOLDEN / "modern" / "yolox-tiny"
+# The golden's meta.json says bn_eps 0.001, but its outputs are those of batch norms with PyTorch's
+# 1e-5 (the model was built without YOLOX's init_yolo): with 1e-5 every tensor below matches to
+# ~1e-6 of its range, with 1e-3 they differ by up to 1.6e-3. The eps is not in a state dict.
+GOLDEN_BN_EPS = 1e-5
+
+
+def golden() -> Path:
+    require_shared()
+    if not (FOLDER / "state_dict.pt").is_file():
+        pytest.skip(f"{FOLDER} not found")
+    return FOLDER
+
+
+def golden_import(head: bool = True) -> tuple[Network, dict]:
+    """The golden model imported (RGB as the golden fed it), and its yolox.json."""
+    folder = golden()
+    spec = json.loads((folder / "yolox.json").read_text())
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["input"].startswith("BGR->RGB order as given here")  # YOLOX saw input.npy as is
+    cfg, tensors = import_yolox(folder / "state_dict.pt", spec["depth"], spec["width"],
+                                spec["num_classes"], spec["depthwise"], spec["act"],
+                                size=meta["size"], input_order="rgb", bn_eps=GOLDEN_BN_EPS)
+    if not head:
+        cfg = cfg[: cfg.index("\n# YOLOX's decoupled")]
+    return build_imported(cfg, tensors).eval(), spec
+
+
+def within(actual: np.ndarray, expected: np.ndarray, tol: float) -> float:
+    """The largest difference as a fraction of ``expected``'s largest absolute value."""
+    assert actual.shape == expected.shape
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+def test_golden_fpn_and_raw_predictions() -> None:
+    net, spec = golden_import(head=False)
+    layout = yolox_layout(spec["depth"], spec["width"], spec["num_classes"], size=256)
+    forward = np.load(FOLDER / "forward.npz")
+    x = torch.from_numpy(np.load(FOLDER / "input.npy"))[None] / 255
+    with torch.no_grad():
+        outputs = net.forward_layers(x)
+    for k in range(3):
+        assert within(outputs[layout.fpn[k]][0].numpy(), forward[f"fpn/{k}"], 1e-4) < 1e-4, k
+        level = outputs[layout.outputs[k]][0].numpy()
+        for name, part in (("reg", slice(0, 4)), ("obj", slice(4, 5)), ("cls", slice(5, None))):
+            error = within(level[part], forward[f"{name}_preds/{k}"], 1e-4)
+            assert error < 1e-4, (name, k, error)
+
+
+def test_golden_training_outputs_batch_of_two() -> None:
+    """``train.npz``'s raw head outputs (two images, batch norms on running statistics)."""
+    net, spec = golden_import(head=False)
+    layout = yolox_layout(spec["depth"], spec["width"], spec["num_classes"], size=256)
+    train = np.load(FOLDER / "train.npz")
+    with torch.no_grad():
+        outputs = net.forward_layers(torch.from_numpy(train["input"]) / 255)
+    for k in range(3):
+        level = outputs[layout.outputs[k]].numpy()
+        for name, part in (("reg", slice(0, 4)), ("obj", slice(4, 5)), ("cls", slice(5, None))):
+            assert within(level[:, part], train[f"no_l1/out/{name}_preds/{k}"], 1e-4) < 1e-4
+
+
+def yolox_head_registered() -> bool:
+    """Whether ``[yolox]`` is a known section (the head is another helper's work)."""
+    try:
+        Network.from_text("[net]\nwidth=32\nheight=32\nchannels=3\n[yolox]\nlayers=-1\n")
+    except CfgError as exc:
+        return "unknown section [yolox]" not in str(exc)
+    return True
+
+
+needs_head = pytest.mark.skipif(not yolox_head_registered(),
+                                reason="the [yolox] head is not registered yet")
+
+
+@needs_head
+def test_golden_decoded() -> None:
+    net, _ = golden_import()
+    x = torch.from_numpy(np.load(FOLDER / "input.npy"))[None] / 255
+    with torch.no_grad():
+        decoded = net.forward_layers(x)[len(net.layers) - 1][0].numpy()
+    assert within(decoded, np.load(FOLDER / "forward.npz")["decoded"], 1e-3) < 1e-3
+
+
+@needs_head
+def test_golden_detections() -> None:
+    net, _ = golden_import()
+    lines = (FOLDER / "dets.txt").read_text().splitlines()
+    conf = float(lines[0].split("conf ")[1].split()[0])
+    nms = float(lines[0].split("nms ")[1].split()[0].rstrip(";"))
+    expected = np.array([[float(v) for v in line.split()] for line in lines[1:]])
+    x = torch.from_numpy(np.load(FOLDER / "input.npy"))[None] / 255
+    with torch.no_grad():
+        (rows,) = net.detect(x, (256, 256), thresh=conf, nms=nms)
+    assert len(rows) == len(expected)
+    # darknetpy's rows: (class, prob, x, y, w, h, objectness), box relative to the image
+    got = np.array([[r[2] - r[4] / 2, r[3] - r[5] / 2, r[2] + r[4] / 2, r[3] + r[5] / 2]
+                    for r in rows]) * 256
+    scores = np.array([[r[0], float(r[1]), float(r[6])] for r in rows])
+    for want in expected:
+        box, obj, cls_conf, cls = want[:4], want[4], want[5], int(want[6])
+        match = np.abs(got - box).max(axis=1) < 1e-3 * 256
+        match &= scores[:, 0] == cls
+        assert match.any(), want
+        i = int(np.argmax(match))
+        assert abs(scores[i, 1] - obj * cls_conf) < 2e-3
+        assert abs(scores[i, 2] - obj) < 2e-3
+
+
+# ------------------------------------------------------------------------------------ the stem
+def focus(x: torch.Tensor) -> torch.Tensor:
+    """YOLOX's Focus slicing (network_blocks.py)."""
+    return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2],
+                      x[..., 1::2, 1::2]), dim=1)
+
+
+@pytest.mark.parametrize("order", ["rgb", "bgr"])
+def test_fold_focus_stem_makes_reorg3d_a_focus(order: str) -> None:
+    """conv(reorg3d(x / 255), folded) == conv(focus(x)) with x in YOLOX's channel order."""
+    gen = torch.Generator().manual_seed(0)
+    rgb = torch.rand(2, 3, 8, 12, generator=gen, dtype=torch.float64)
+    weight = torch.randn(5, 12, 3, 3, generator=gen, dtype=torch.float64)
+    pixels = (rgb.flip(1) if order == "bgr" else rgb) * 255  # what YOLOX is fed
+    expected = F.conv2d(focus(pixels), weight, padding=1)
+    got = F.conv2d(space_to_depth(rgb, 2), fold_focus_stem(weight, order), padding=1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-9)
+    with pytest.raises(AssertionError):  # the permutation matters: unfolded weights differ
+        torch.testing.assert_close(F.conv2d(space_to_depth(rgb, 2), weight * 255, padding=1),
+                                   expected)
+
+
+# ------------------------------------------------------------------------------------- errors
+def random_yolox_state(depth: float, width: float, classes: int, depthwise: bool = False,
+                       ) -> dict[str, torch.Tensor]:
+    """A state dict with YOLOX's keys and shapes for these flags (what the layout says)."""
+    gen = torch.Generator().manual_seed(1)
+    layout = yolox_layout(depth, width, classes, depthwise, size=64)
+    state = {}
+    for _, source in layout.convs:
+        for key, shape in source.shapes().items():
+            value = torch.rand(shape, generator=gen)
+            state[key] = value + 0.5 if key.endswith("running_var") else value - 0.5
+    return state
+
+
+def test_guess_flags_from_state() -> None:
+    assert guess_yolox_flags(random_yolox_state(0.33, 0.25, 7, True)) == (
+        "--depth 0.33 --width 0.25 --classes 7 --depthwise")
+    assert guess_yolox_flags(random_yolox_state(0.67, 0.75, 80)) == (
+        "--depth 0.67 --width 0.75 --classes 80")
+    assert guess_yolox_flags({"x": torch.zeros(1)}) is None
+
+
+@pytest.mark.parametrize(("flags", "key", "found"), [
+    ((0.33, 0.5, 3, False), "backbone.backbone.stem.conv.conv.weight", "(32, 12, 3, 3)"),
+    ((0.33, 0.375, 80, False), "head.cls_preds.0.weight", "(3, 96, 1, 1)"),
+    ((0.67, 0.375, 3, False), "backbone.backbone.dark2.1.m.1.conv1.conv.weight", "missing"),
+    ((0.33, 0.375, 3, True), "backbone.backbone.dark2.0.dconv.conv.weight", "missing"),
+])
+def test_wrong_flags_name_the_key_and_the_right_flags(flags: tuple, key: str, found: str) -> None:
+    state = random_yolox_state(0.33, 0.375, 3)
+    with pytest.raises(WeightsError) as info:
+        import_yolox(state, *flags)
+    message = str(info.value)
+    assert "\n" not in message
+    assert key in message and found in message
+    assert "looks like --depth 0.33 --width 0.375 --classes 3" in message
+    if found != "missing":
+        assert "expected (" in message
+
+
+def test_extra_keys_are_refused() -> None:
+    state = random_yolox_state(0.33, 0.375, 3)
+    state["head.extra.weight"] = torch.zeros(2)
+    with pytest.raises(WeightsError, match=r"head\.extra\.weight \(2,\) is not part of YOLOX"):
+        import_yolox(state, 0.33, 0.375, 3)
+
+
+def test_checkpoint_forms(tmp_path: Path) -> None:
+    """YOLOX's {'model': ...} checkpoints, DataParallel prefixes, num_batches_tracked."""
+    state = random_yolox_state(0.33, 0.375, 2)
+    wrapped = {"start_epoch": 3, "best_ap": 0.5,
+               "model": {f"module.{k}": v for k, v in state.items()}}
+    wrapped["model"]["module.head.stems.0.bn.num_batches_tracked"] = torch.tensor(5)
+    torch.save(wrapped, tmp_path / "ckpt.pth")
+    assert read_yolox_state(tmp_path / "ckpt.pth").keys() == state.keys()
+    _, a = import_yolox(tmp_path / "ckpt.pth", 0.33, 0.375, 2)
+    _, b = import_yolox(state, 0.33, 0.375, 2)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        read_yolox_state(tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="no such file"):
+        read_yolox_state(tmp_path / "missing.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(WeightsError, match="expected a YOLOX checkpoint"):
+        read_yolox_state(tmp_path / "list.pth")
+
+
+# ------------------------------------------------------------------------------ files and CLI
+@needs_head
+def test_write_yolox_files_reload(tmp_path: Path) -> None:
+    """The written cfg + .weights load into a network equal to the imported one."""
+    state = random_yolox_state(0.33, 0.25, 2, depthwise=True)
+    net = write_yolox(state, tmp_path / "n.cfg", tmp_path / "n.weights", 0.33, 0.25, 2, True,
+                      size=64)
+    again = Network.from_cfg(tmp_path / "n.cfg", strict=True)
+    again.load_weights(tmp_path / "n.weights")
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    assert all(layer.bn.eps == 1e-3 for layer in again.layers if getattr(layer, "bn", None))
+    torch.save(state, tmp_path / "s.pth")
+    with pytest.raises(WeightsError, match="refusing to overwrite"):
+        write_yolox(tmp_path / "s.pth", tmp_path / "s.pth", tmp_path / "w", 0.33, 0.25, 2, True)
+
+
+@needs_head
+def test_cli_import_yolox_golden(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from darknetpy.cli import main
+
+    folder = golden()
+    spec = json.loads((folder / "yolox.json").read_text())
+    out_cfg, out_weights = tmp_path / "g.cfg", tmp_path / "g.weights"
+    status = main(["import-yolox", str(folder / "state_dict.pt"), str(out_cfg), str(out_weights),
+                   "--depth", str(spec["depth"]), "--width", str(spec["width"]),
+                   "--classes", str(spec["num_classes"]), "--size", "256",
+                   "--input-order", "rgb", "--bn-eps", str(GOLDEN_BN_EPS)])
+    assert status == 0, capsys.readouterr().err
+    assert f"saved {out_cfg}" in capsys.readouterr().out
+    net = Network.from_cfg(out_cfg, strict=True)
+    net.load_weights(out_weights)
+    reference, _ = golden_import()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, net.state_dict()[key]), key
+    status = main(["import-yolox", str(folder / "state_dict.pt"), str(out_cfg), str(out_weights),
+                   "--depth", "0.33", "--width", "0.5", "--classes", "3"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert "looks like --depth 0.33 --width 0.375 --classes 3" in err
