@@ -89,6 +89,11 @@ class ModernAugment:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise CfgError(f"augmentation kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        for name, count in (("scale_range", 2), ("hsv_gains", 3), ("mixup_scale", 2)):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != count:
+                raise CfgError(f"[net] {name}= needs {count} numbers, got {len(values)}")
+            object.__setattr__(self, name, values)
         for name in ("mosaic_prob", "mixup_prob", "hsv_prob", "flip_prob", "flipud_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise CfgError(f"[net] {name}={getattr(self, name)} must lie in [0, 1]")
