@@ -48,7 +48,9 @@ def _greedy_keep(boxes: np.ndarray, iou_thres: float) -> np.ndarray:  # pragma: 
 
 def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
     """Indices (int64) kept by greedy NMS over corner ``boxes`` (m, 4), best score first
-    (``utils/nms.py: TorchNMS.nms`` / ``torchvision.ops.nms``)."""
+    (``utils/nms.py: TorchNMS.nms`` / ``torchvision.ops.nms``). Equal scores are taken in the
+    order ``scores.argsort(descending=True)`` gives, the call ultralytics makes: with random or
+    untrained weights many scores tie to the last bit, and the order decides which survive."""
     order = scores.argsort(descending=True)
     sorted_boxes = boxes[order].detach().to("cpu", torch.float32).numpy()
     keep = _greedy_keep(np.ascontiguousarray(sorted_boxes), float(iou_thres))
