@@ -10,11 +10,12 @@ in the README's "Training recipes" table; the code that runs them is ``darknetpy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .cfg import Options
+from .cfg import CfgWarning, Options
 
 RECIPES = ("darknet", "yolov8", "yolox")
 OPTIMIZERS = MappingProxyType({"sgd": "sgd", "adamw": "adamw", "auto": "auto"})
@@ -61,6 +62,24 @@ class RecipeOptions:
     ema_tau: float
     bn_momentum: float
     init: str  # darknet | torch
+    augment: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # ModernAugment fields (darknetpy.data.modern) set in the cfg; the others keep the recipe's
+
+
+#: [net] augmentation keys of the modern recipes (darknetpy.data.modern.ModernAugment fields): how many
+#: numbers each takes.
+AUGMENT_KEYS = MappingProxyType({
+    "mosaic_prob": 1, "mixup_prob": 1, "degrees": 1, "translate": 1, "scale_range": 2, "shear": 1,
+    "perspective": 1, "hsv_gains": 3, "hsv_prob": 1, "flip_prob": 1, "flipud_prob": 1, "mixup_scale": 2,
+})  # fmt: skip
+
+#: Darknet's augmentation keys, which have no effect under a modern recipe, and what to use instead.
+DARKNET_AUGMENT_KEYS = MappingProxyType({
+    "jitter": "scale_range/translate", "resize": "scale_range", "hue": "hsv_gains",
+    "saturation": "hsv_gains", "exposure": "hsv_gains", "flip": "flip_prob", "blur": "-",
+    "gaussian_noise": "-", "mixup": "mixup_prob", "cutmix": "-", "mosaic": "mosaic_prob",
+    "mosaic_bound": "-",
+})  # fmt: skip
 
 
 def recipe_name(opts: Options) -> str:
@@ -74,11 +93,38 @@ def recipe_default(recipe: str, key: str, darknet_default: Any) -> Any:
     return darknet_default if table is None else table[key]
 
 
+def _augment_keys(opts: Options) -> dict[str, Any]:
+    """The augmentation keys present in ``[net]`` (numbers; 2- and 3-number keys as tuples)."""
+    out: dict[str, Any] = {}
+    for key, count in AUGMENT_KEYS.items():
+        if not opts.has(key):
+            continue
+        if count == 1:
+            out[key] = opts.get_float(key)
+            continue
+        values = opts.get_floats(key)
+        if len(values) != count:
+            raise opts.error(f"{key}= takes {count} numbers (comma separated), got {len(values)}", key)
+        out[key] = values
+    return out
+
+
+def warn_darknet_augment(opts: Options, recipe: str) -> None:
+    """Warn (path:line) for each Darknet augmentation key set under a modern recipe: it has no effect."""
+    for key, instead in DARKNET_AUGMENT_KEYS.items():
+        entry = next((e for e in opts.section.entries if e.key == key), None)
+        if entry is not None:
+            hint = f"; use {instead}" if instead != "-" else ""
+            warnings.warn(f"{opts.where(entry)}: {key}= has no effect under recipe={recipe}{hint}",
+                          CfgWarning, stacklevel=4)  # fmt: skip
+
+
 def parse_recipe_options(opts: Options, recipe: str) -> RecipeOptions | None:
     """The recipe keys of ``[net]`` (``None`` for ``recipe=darknet``); bad values are CfgErrors."""
     if recipe == "darknet":
         return None
     d = RECIPE_DEFAULTS[recipe]
+    warn_darknet_augment(opts, recipe)
     r = RecipeOptions(
         recipe=recipe,
         optimizer=opts.get_choice("optimizer", OPTIMIZERS, d["optimizer"]),
@@ -98,6 +144,7 @@ def parse_recipe_options(opts: Options, recipe: str) -> RecipeOptions | None:
         ema_tau=opts.get_float("ema_tau", d["ema_tau"]),
         bn_momentum=opts.get_float("bn_momentum", d["bn_momentum"]),
         init=opts.get_choice("init", INITS, d["init"]),
+        augment=MappingProxyType(_augment_keys(opts)),
     )
     for key in ("lr_batch", "nominal_batch", "epochs", "no_aug_epochs", "close_mosaic"):
         if getattr(r, key) < 0:

@@ -248,3 +248,14 @@ def test_channel_origin_and_torch_init(tmp_path: Path) -> None:
     assert float(bn.running_var.min()) == 1.0 and bn.momentum == 0.03
     bound = 1 / math.sqrt(3 * 3 * 3)  # kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))
     assert float(net.layers[0].conv.weight.abs().max()) <= bound
+
+
+def test_augment_keys_and_darknet_key_warning() -> None:
+    r = _recipe("recipe=yolov8\nmosaic_prob=0.5\nscale_range=0.6,1.4\nhsv_gains=0.01,0.5,0.3")
+    assert dict(r.augment) == {"mosaic_prob": 0.5, "scale_range": (0.6, 1.4),
+                               "hsv_gains": (0.01, 0.5, 0.3)}  # fmt: skip
+    assert _recipe().augment == {}
+    with pytest.raises(CfgError, match="scale_range= takes 2 numbers"):
+        _recipe("recipe=yolov8\nscale_range=0.5")
+    with pytest.warns(UserWarning, match=r"mosaic= has no effect under recipe=yolox; use mosaic_prob"):
+        _recipe("recipe=yolox\nmosaic=1")

@@ -1,0 +1,294 @@
+"""``darknetpy train`` for cfgs with ``[net] recipe=yolov8|yolox``: the references' training loop.
+
+One iteration is one ``batch`` of images (Darknet's unit); an epoch is ``ceil(train images / batch)``
+iterations. Each iteration: the recipe's lr/momentum/accumulation for iteration ``ni``
+(:class:`~darknetpy.training.recipes.RecipeSchedule`), forward every mini-batch, the head's own loss
+(``net.compute_loss``) back-propagated; every ``accumulate`` iterations (ultralytics' ``ni -
+last_opt_step >= accumulate``) gradient clipping, one optimizer step and one EMA update. Mosaic (and
+mixup) stop for the last ``close_mosaic`` epochs, when ``[yolox]`` heads switch their L1 loss on.
+``--map`` evaluates the EMA weights; ``_final`` and ``_best`` hold the EMA weights (what ultralytics
+and YOLOX save), ``_last`` the raw weights plus the state (optimizer, EMA, counters) for an exact
+resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.datafile import DataConfig, read_image_list, read_names
+from ..data.modern import ModernAugment
+from ..errors import DataError, TrainingError, UsageError
+from ..evaluation import evaluate
+from ..model.netconfig import NetConfig
+from ..model.network import Network
+from ..model.recipe_options import RecipeOptions
+from ..model.weights import WeightsHeader, read_weights, write_weights
+from .checkpoint import (
+    LoopState,
+    StopRequest,
+    basecfg,
+    check_writable,
+    checkpoint_path,
+    load_state,
+    save_checkpoint,
+)
+from .multiscale import map_interval
+from .recipe_data import RecipeBatches
+from .recipe_init import init_from_scratch, set_recipe_bn_momentum
+from .recipes import (
+    RecipeEMA,
+    RecipeSchedule,
+    accumulate_steps,
+    auto_optimizer,
+    build_optimizer,
+    epoch_iterations,
+    param_groups,
+    resolve_length,
+    scaled_decay,
+)
+
+__all__ = ["RecipePlan", "plan_recipe", "train_recipe"]
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """What a recipe run does, resolved from ``[net]`` and the training-set size."""
+
+    epochs: int
+    epoch_iters: int
+    max_batches: int
+    accumulate: int
+    optimizer: str  # sgd | adamw
+    lr0: float
+    momentum: float
+    decay: float  # as applied (scaled to the nominal batch)
+    warmup_bias_lr: float
+    close_mosaic_iteration: int  # 1-based loader iteration from which mosaic is off (0: never)
+
+    def describe(self) -> str:
+        return (f"{self.epochs} epochs x {self.epoch_iters} iterations, max_batches "
+                f"{self.max_batches}; {self.optimizer} lr {self.lr0:g} momentum {self.momentum:g} "
+                f"decay {self.decay:g}; accumulate {self.accumulate}; mosaic off from iteration "
+                f"{self.close_mosaic_iteration or 'never'}")  # fmt: skip
+
+
+def plan_recipe(c: NetConfig, r: RecipeOptions, train_images: int, classes: int,
+                max_batches: int | None = None) -> RecipePlan:
+    """Epochs, accumulation, optimizer choice (``optimizer=auto``), lr and decay of a run."""
+    nb = epoch_iterations(train_images, c.batch)
+    epochs, total = resolve_length(r.epochs, c.max_batches if max_batches is None else max_batches, nb)
+    acc = accumulate_steps(r.nominal_batch, c.batch, nb * epochs)
+    decay = scaled_decay(c.decay, c.batch, acc, r.nominal_batch)
+    if r.optimizer == "auto":
+        auto = auto_optimizer(train_images, c.batch, r.nominal_batch, epochs, classes)
+        name, lr0, momentum, bias_lr = auto.name, auto.lr, auto.momentum, auto.warmup_bias_lr
+    else:
+        name, momentum, bias_lr = r.optimizer, c.momentum, r.warmup_bias_lr
+        lr0 = c.learning_rate * c.batch / r.lr_batch if r.lr_batch else c.learning_rate
+    close = (epochs - r.close_mosaic) * nb + 1 if r.close_mosaic else 0
+    return RecipePlan(epochs, nb, total, acc, name, lr0, momentum, decay, bias_lr, max(close, 0))
+
+
+def _augment(c: NetConfig, r: RecipeOptions, plan: RecipePlan) -> ModernAugment:
+    extra = dict(getattr(r, "augment", None) or {})
+    return ModernAugment.for_kind(r.recipe, close_mosaic_iteration=plan.close_mosaic_iteration, **extra)
+
+
+def _set_l1(net: Network, on: bool) -> None:
+    """YOLOX's ``head.use_l1``: on from the first no-mosaic epoch."""
+    for i in net.heads:
+        head = net.layers[i]
+        if head.darknet_name == "yolox" and hasattr(head, "use_l1"):
+            head.use_l1 = on
+
+
+class _State:
+    """The recipe's resumable state beside the optimizer's: EMA and the last optimizer step."""
+
+    def __init__(self, ema: RecipeEMA | None, last_opt_step: int = -1) -> None:
+        self.ema, self.last_opt_step = ema, last_opt_step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self.ema.state_dict() if self.ema else None, "last_opt_step": self.last_opt_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_opt_step = int(state.get("last_opt_step", -1))
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = False,
+                 clear: bool = False, device: str = "cpu", seed: int | None = None,
+                 max_batches: int | None = None, backup: str | Path | None = None,
+                 map_epochs: int = 4, thresh: float = 0.25, iou_thresh: float = 0.5,
+                 strict: bool = False, progress: bool | None = None, cache: bool | None = None,
+                 **_ignored: Any) -> Any:
+    """Train a ``recipe=yolov8|yolox`` cfg (see the module docstring); returns a ``TrainResult``."""
+    from .train import TrainResult  # the shared result record (train.py dispatches here)
+
+    dev = torch.device(device)
+    init_seed = seed if seed is not None else secrets.randbelow(2**31)
+    torch.manual_seed(init_seed)
+    net = Network.from_cfg(cfg, strict=strict)
+    c, r = net.net, net.net.recipe
+    if not net.heads:
+        raise UsageError(f"{cfg}: no detection head; darknetpy train trains detectors")
+    head = net.layers[net.heads[-1]]
+    classes = int(getattr(head, "classes", 0) or getattr(getattr(head, "options", None), "classes", 0))
+    dc = DataConfig.from_file(data, strict=strict)
+    backup_dir = Path(backup if backup is not None else dc.backup if "backup" in dc.lines else "backup")
+    check_writable(backup_dir)
+    images = read_image_list(dc.train or Path("data/train.txt"), base=data.parent, where=dc.where("train"))
+    if map and dc.names is not None and len(read_names(dc.names)) != classes:
+        raise DataError(f"{dc.names}: {len(read_names(dc.names))} names, but {cfg}'s head has "
+                        f"classes={classes}; make them agree")  # fmt: skip
+    plan = plan_recipe(c, r, len(images), classes, max_batches)
+    c = net.net = replace(c, max_batches=plan.max_batches)
+
+    init_from_scratch(net, r)
+    header, state = WeightsHeader(), None
+    if weights is not None:
+        header = read_weights(weights, net, partial=True)
+        state = None if clear else load_state(weights, header)
+    set_recipe_bn_momentum(net, r.bn_momentum)
+    net.to(dev)
+    loop = state["loop"] if state else LoopState()
+    if state is None:
+        loop.iteration = 0 if clear else header.seen // c.batch
+    loop.seed = seed if seed is not None else (loop.seed if state else init_seed)
+    optimizer = build_optimizer(param_groups(net), plan.optimizer, plan.lr0, plan.momentum,
+                                plan.decay, r.nesterov)  # fmt: skip
+    extra = _State(RecipeEMA(net, r.ema_decay, r.ema_tau) if r.ema_decay else None)
+    if state:
+        optimizer.load_state_dict(state["optimizer"] or {})
+        extra.load_state_dict(state["ema"] or {})
+    schedule = RecipeSchedule(r, plan.lr0, plan.momentum, plan.warmup_bias_lr, plan.epoch_iters,
+                              plan.epochs, plan.accumulate)  # fmt: skip
+    batches_src = RecipeBatches(images, classes, _augment(c, r, plan), c.batch, loop.seed,
+                                (c.width, c.height), cache=len(images) <= 2000 if cache is None else cache)
+    base = basecfg(cfg)
+    every_map = map_interval(map_epochs, len(images), c.batch)
+    print(f"{base}: recipe {r.recipe}, {len(images)} training images, batch {c.batch} = "
+          f"{c.subdivisions} x {c.mini_batch}; {plan.describe()}; seed {loop.seed}; iteration "
+          f"{loop.iteration}; checkpoints in {backup_dir}", flush=True)  # fmt: skip
+
+    def save(tag: str | int, with_state: bool = True, use_ema: bool = False) -> Path:
+        path = checkpoint_path(backup_dir, base, tag)
+        header = WeightsHeader(0, 2, 5, loop.iteration * c.batch)
+        if use_ema and extra.ema is not None:
+            with extra.ema.swapped():
+                save_checkpoint(path, net, header)
+        else:
+            save_checkpoint(path, net, header, loop=loop if with_state else None,
+                            optimizer=optimizer, ema=extra)  # fmt: skip
+        return path
+
+    def evaluate_map() -> float:
+        tmp = backup_dir / f".{base}_map.weights"
+        save_ema = extra.ema.swapped() if extra.ema is not None else nullcontext()
+        with save_ema:
+            write_weights(tmp, net, WeightsHeader(0, 2, 5, loop.iteration * c.batch))
+        try:
+            t0 = time.time()
+            metrics = evaluate(cfg, data, tmp, thresh=thresh, iou_thresh=iou_thresh, points=0,
+                               device=device, coco=False)  # fmt: skip
+            value = float(metrics.map50)
+            print(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f} "
+                  f"(EMA weights, {time.time() - t0:.1f} s)", flush=True)  # fmt: skip
+            if value >= loop.best_map:
+                loop.best_map = value
+                os.replace(tmp, checkpoint_path(backup_dir, base, "best"))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return value
+
+    started, interrupted, last_saved = time.time(), False, None
+    _set_l1(net, 0 < plan.close_mosaic_iteration <= loop.iteration + 1)
+    batches = batches_src.iterate(loop.iteration + 1)
+    params = [p for p in net.parameters() if p.requires_grad]
+    try:
+        with StopRequest() as stop:
+            while loop.iteration < c.max_batches:
+                t0 = time.time()
+                batch = next(batches)
+                t1 = time.time()
+                ni = loop.iteration
+                if ni + 1 == plan.close_mosaic_iteration:
+                    _set_l1(net, True)
+                    print(f" iteration {ni + 1}: mosaic off" + (", L1 on" if r.recipe == "yolox" else ""))
+                s = schedule.at(ni)
+                schedule.apply(optimizer, s)
+                net.train()
+                loss, items = _forward_backward(net, batch.images, batch.truth, c, dev)
+                if not math.isfinite(loss):
+                    raise TrainingError(f"iteration {ni + 1}: the loss is {loss}; training stopped")
+                stepped = ni - extra.last_opt_step >= s.accumulate
+                if stepped:
+                    if r.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(params, max_norm=r.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if extra.ema is not None:
+                        extra.ema.update()
+                    extra.last_opt_step = ni
+                loop.iteration += 1
+                loop.avg_loss = loss if loop.avg_loss < 0 else loop.avg_loss * 0.9 + loss * 0.1
+                loop.losses.append((loop.iteration, loop.avg_loss))
+                spent = time.time() - t1
+                print(f" {loop.iteration}: {loss:f}, {loop.avg_loss:f} avg loss, {s.lrs[0]:f} rate, "
+                      f"{spent:f} seconds, {loop.iteration * c.batch} images, "
+                      f"({' '.join(f'{v:.4f}' for v in items)}), data {t1 - t0:.3f} s"
+                      + (" step" if stepped else ""), flush=True)  # fmt: skip
+                if map and (loop.iteration % every_map == 0 or loop.iteration >= c.max_batches):
+                    loop.last_map = evaluate_map()
+                    loop.maps.append((loop.iteration, loop.last_map))
+                if stop.signal is not None:
+                    interrupted = True
+                    last_saved = save("last")
+                    print(f"stopped at iteration {loop.iteration}; resume with: darknetpy train "
+                          f"{cfg} {data} {last_saved}")  # fmt: skip
+                    break
+            if not interrupted:
+                save("last")
+                last_saved = save("final", use_ema=True)
+                print(f"saved {last_saved} (EMA weights)", flush=True)
+    finally:
+        batches.close()
+    seconds = time.time() - started
+    done = loop.iteration
+    print(f"{done} iterations in {seconds:.1f} s ({seconds / max(done, 1):.3f} s/iteration)", flush=True)
+    return TrainResult(
+        iteration=loop.iteration, weights=last_saved, backup=backup_dir,
+        best_map=loop.best_map if loop.best_map >= 0 else None, losses=tuple(loop.losses),
+        maps=tuple(loop.maps), interrupted=interrupted, seconds=seconds,
+        images_per_second=done * c.batch / seconds if seconds > 0 else 0.0, network=net,
+    )
+
+
+def _forward_backward(net: Network, images: torch.Tensor, truth: torch.Tensor, c: NetConfig,
+                      dev: torch.device) -> tuple[float, tuple[float, ...]]:
+    """Every mini-batch forward, the head loss backward (gradients summed); the printed loss (YOLOv8:
+    box + cls + dfl per image, as ultralytics prints it; YOLOX: its total) and the head's terms, both
+    averaged over the mini-batches."""
+    per_image = any(net.layers[i].darknet_name == "yolov8" for i in net.heads)
+    total, items = 0.0, None
+    for s in range(c.subdivisions):
+        x = images[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
+        t = truth[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
+        heads = net.head_inputs(x)
+        loss = net.compute_loss(heads, t)
+        loss.total.backward()
+        total += float(loss.total.detach()) / (x.shape[0] if per_image else 1)
+        terms = np.array([float(v) for cost in loss.costs.values() for v in np.atleast_1d(cost)])
+        items = terms if items is None else items + terms
+    return total / c.subdivisions, tuple((items / c.subdivisions).tolist()) if items is not None else ()
