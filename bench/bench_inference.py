@@ -13,8 +13,8 @@ and OpenCV) the script writes calibrated random weights once (``bench/.cache``; 
 
 * ``opencv``: ``cv2.dnn.readNetFromDarknet``, DNN_BACKEND_OPENCV, DNN_TARGET_CPU;
 * ``unfused``: :class:`darknetpy.Network` in eval mode under ``torch.inference_mode``;
-* ``load() prepacked``: ``darknetpy.inference.load(cfg, weights)`` as it ships on the CPU (batch
-  norm folded, channels-last, convolutions prepacked by :mod:`darknetpy.fastconv`: oneDNN weights
+* ``load() prepacked``: ``darknetpy.inference.inference_model.load(cfg, weights)`` as it ships on the CPU (batch
+  norm folded, channels-last, convolutions prepacked by :mod:`darknetpy.model.fastconv`: oneDNN weights
   reordered once, bias and activation fused into the convolution);
 * ``load(prepack=False)``: batch norm folded, channels-last, plain ``F.conv2d``;
 * ``load(prepack=False, NCHW)``: the same with ``channels_last=False``;
@@ -63,8 +63,8 @@ from common import (
     test_image,
 )
 
-import darknetpy.inference as dinf
-from darknetpy.fastconv import packing_available
+import darknetpy.inference.inference_model as dinf
+from darknetpy.model.fastconv import packing_available
 
 TARGET_RATIO = 0.8
 #: The variant that is ``load()`` as it ships (prepacked on the CPU where oneDNN is).

@@ -5,14 +5,14 @@ Usage::
     python3 bench/bench_memory.py [--iterations 200] [--size 128] [--batch 16] [--every 20]
                                   [--skip-train] [--skip-inference]
 
-Training: the real loop pieces of :mod:`darknetpy.train` (as ``bench/bench_train.py`` uses them:
+Training: the real loop pieces of :mod:`darknetpy.training.train` (as ``bench/bench_train.py`` uses them:
 load the iteration's batch with augmentation and the image cache, forward, Darknet's loss,
 backward, update) on ``cfg/yolov4-tiny-raccoon.cfg`` at ``--size`` with the embedded
 ``data/raccoon``, ``--iterations`` iterations; the RSS is printed every ``--every`` iterations and
 the growth after warm-up (the first 20% of the run) is reported.
 
 Inference: in a fresh process per row, the RSS after ``import darknetpy``, after loading the model
-(``darknetpy.inference.load``: unfused network + fused copy), and the peak during 3 forward passes
+(``darknetpy.inference.inference_model.load``: unfused network + fused copy), and the peak during 3 forward passes
 at batch 1 (``/proc/self/clear_refs`` resets the peak first), for yolov4-tiny and yolov4 at 416.
 """
 
@@ -42,8 +42,8 @@ FLAT_MIB = 25.0  # growth after warm-up below this (or 2%) counts as flat
 # ---------------------------------------------------------------- training
 def train_rss(size: int, batch: int, iterations: int, every: int) -> list[tuple[int, float, float]]:
     """(iteration, RSS MiB, seconds per iteration) every ``every`` iterations."""
-    from darknetpy import distributed as D
-    from darknetpy.train import _prepare, _train_step, _update
+    from darknetpy.training import distributed as D
+    from darknetpy.training.train import _prepare, _train_step, _update
 
     text = (REPO / "cfg" / "yolov4-tiny-raccoon.cfg").read_text()
     for key, value in (("width", size), ("height", size), ("batch", batch), ("subdivisions", 1),
@@ -88,8 +88,8 @@ def _status(key: str) -> float:
 
 def inference_child(name: str, variant: str) -> dict[str, float]:
     torch.set_num_threads(2)
-    import darknetpy.inference as dinf
-    from darknetpy.fastconv import prepack_convolutions
+    import darknetpy.inference.inference_model as dinf
+    from darknetpy.model.fastconv import prepack_convolutions
 
     cfg, weights = bench_files(name, 416, quiet=True)
     x = photos(416, 1)

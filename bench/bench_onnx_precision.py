@@ -35,10 +35,10 @@ import torch
 from common import SHARED, machine_lines, passive_omp, set_threads, table
 
 import darknetpy
-from darknetpy.export import export_onnx
-from darknetpy.inference import fuse_conv_batchnorm
-from darknetpy.layers import INPUT
-from darknetpy.network import Network
+from darknetpy.inference.export import export_onnx
+from darknetpy.inference.inference_model import fuse_conv_batchnorm
+from darknetpy.model.layers import INPUT
+from darknetpy.model.network import Network
 
 GOLDEN = SHARED / "golden"
 

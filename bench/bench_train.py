@@ -4,7 +4,7 @@ Usage::
 
     python3 bench/bench_train.py [--sizes 256 416] [--batch 16] [--iterations 3] [--device cpu]
 
-Each row runs the real loop pieces of :mod:`darknetpy.train` on ``cfg/yolov4-tiny-raccoon.cfg``
+Each row runs the real loop pieces of :mod:`darknetpy.training.train` on ``cfg/yolov4-tiny-raccoon.cfg``
 (1 class) resized to the row's size, on the embedded ``data/raccoon``: load the iteration's batch
 (augmentation in this process, as ``train`` does on <= 2 cores), forward, Darknet's loss, backward,
 update. One warm-up iteration is not counted. ``cpu img/s`` divides by the CPU time of this process
@@ -31,8 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from darknetpy import distributed as D
-from darknetpy.train import _prepare, _train_step, _update
+from darknetpy.training import distributed as D
+from darknetpy.training.train import _prepare, _train_step, _update
 
 DARKNET_CPU = {256: 2.2}  # img/s, from Darknet's training log of the raccoon cfg
 

@@ -63,9 +63,9 @@ def _reset_peak() -> bool:
 def read_weights_direct(path: Path, net) -> None:
     """The proposed loader: each tensor's bytes read straight into its storage (``readinto`` on
     the tensor's own memory), no temporary array and no second copy. Same file layout as
-    :func:`darknetpy.weights.read_weights` for networks without ``flipped``/``dontloadscales``
+    :func:`darknetpy.model.weights.read_weights` for networks without ``flipped``/``dontloadscales``
     (checked against it by the parent process)."""
-    from darknetpy.weights import WeightsHeader
+    from darknetpy.model.weights import WeightsHeader
 
     with open(path, "rb", buffering=0) as f:
         WeightsHeader.read(f, path)
@@ -78,7 +78,7 @@ def read_weights_direct(path: Path, net) -> None:
 
 
 def child(mode: str, cfg: Path, weights: Path, state: Path, meta: bool) -> dict[str, float]:
-    from darknetpy.network import build_network
+    from darknetpy.model.network import build_network
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -121,7 +121,7 @@ def run_child(mode: str, cfg: Path, weights: Path, state: Path, meta: bool = Fal
 
 def check_direct(cfg: Path, weights: Path) -> bool:
     """The proposed loader fills the same values as ``load_weights``."""
-    from darknetpy.network import build_network
+    from darknetpy.model.network import build_network
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,7 +155,7 @@ def main() -> int:
     cfg, weights = bench_files(args.model, args.size)
     state = CACHE / f"{args.model}-{args.size}.pt"
     if not state.exists() or state.stat().st_mtime < weights.stat().st_mtime:
-        from darknetpy.network import build_network
+        from darknetpy.model.network import build_network
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

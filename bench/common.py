@@ -139,7 +139,7 @@ def sized_cfg(name: str, size: int, batch: int = 1) -> Path:
 
 
 def build(cfg: Path):
-    from darknetpy.network import build_network
+    from darknetpy.model.network import build_network
 
     return build_network(cfg, quiet=True)
 
@@ -185,7 +185,7 @@ def calibrate(net, images: torch.Tensor, object_fraction: float = OBJECT_FRACTIO
     2. the linear convolution before each ``[yolo]`` head: outputs scaled to unit variance, box
        channels centred, objectness shifted so ``object_fraction`` of the anchors exceed 0.25.
     """
-    from darknetpy.layers.conv import Conv
+    from darknetpy.model.layers.conv import Conv
 
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     saved = [(bn.momentum, bn.track_running_stats) for bn in bns]

@@ -19,32 +19,32 @@ from .errors import CfgError, DarknetpyError, DataError, TrainingError, UsageErr
 from .lazy import lazy_attributes
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from .cfg import CfgWarning, Section, parse_cfg, read_cfg
-    from .inference import InferenceModel, Prediction, load
-    from .netconfig import NetConfig, Policy
-    from .network import Network
-    from .schedule import learning_rate
-    from .weights import WeightsHeader, read_weights, write_weights
+    from .model.cfg import CfgWarning, Section, parse_cfg, read_cfg
+    from .inference.inference_model import InferenceModel, Prediction, load
+    from .model.netconfig import NetConfig, Policy
+    from .model.network import Network
+    from .training.schedule import learning_rate
+    from .model.weights import WeightsHeader, read_weights, write_weights
 
 __version__ = "0.1.0"
 
 #: Lazily imported public names: name -> the submodule that defines it.
 _LAZY: MappingProxyType[str, str] = MappingProxyType(
     {
-        "CfgWarning": "cfg",
-        "Section": "cfg",
-        "parse_cfg": "cfg",
-        "read_cfg": "cfg",
-        "InferenceModel": "inference",
-        "Prediction": "inference",
-        "load": "inference",
-        "NetConfig": "netconfig",
-        "Policy": "netconfig",
-        "Network": "network",
-        "learning_rate": "schedule",
-        "WeightsHeader": "weights",
-        "read_weights": "weights",
-        "write_weights": "weights",
+        "CfgWarning": "model.cfg",
+        "Section": "model.cfg",
+        "parse_cfg": "model.cfg",
+        "read_cfg": "model.cfg",
+        "InferenceModel": "inference.inference_model",
+        "Prediction": "inference.inference_model",
+        "load": "inference.inference_model",
+        "NetConfig": "model.netconfig",
+        "Policy": "model.netconfig",
+        "Network": "model.network",
+        "learning_rate": "training.schedule",
+        "WeightsHeader": "model.weights",
+        "read_weights": "model.weights",
+        "write_weights": "model.weights",
     }
 )
 

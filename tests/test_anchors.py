@@ -1,4 +1,4 @@
-"""darknetpy.anchors: Darknet's calc_anchors k-means, its output format, and raccoon figures."""
+"""darknetpy.tools.anchors: Darknet's calc_anchors k-means, its output format, and raccoon figures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darknetpy.anchors import (
+from darknetpy.tools.anchors import (
     average_iou,
     calc_anchors,
     format_anchors,

@@ -1,4 +1,4 @@
-"""darknetpy.boxes against hand-computed values of darknet's box.c formulas."""
+"""darknetpy.model.boxes against hand-computed values of darknet's box.c formulas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from darknetpy.boxes import (
+from darknetpy.model.boxes import (
     IouLoss,
     box_ciou,
     box_diou,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from darknetpy.cfg import CfgWarning, Options, parse_cfg, read_cfg, read_key_values
+from darknetpy.model.cfg import CfgWarning, Options, parse_cfg, read_cfg, read_key_values
 from darknetpy.errors import CfgError
-from darknetpy.netconfig import NetConfig, Policy
+from darknetpy.model.netconfig import NetConfig, Policy
 
 BAD = Path(__file__).parent / "cfgs" / "bad"
 

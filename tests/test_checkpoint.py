@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from darknetpy import Network
-from darknetpy.checkpoint import (
+from darknetpy.training.checkpoint import (
     LoopState,
     SaveSchedule,
     basecfg,
@@ -24,8 +24,8 @@ from darknetpy.checkpoint import (
     save_checkpoint,
     state_path,
 )
-from darknetpy.optim import DarknetOptimizer
-from darknetpy.weights import WeightsHeader, read_header, read_weights
+from darknetpy.training.optim import DarknetOptimizer
+from darknetpy.model.weights import WeightsHeader, read_header, read_weights
 
 from .conftest import REPO, tiny_cfg
 
@@ -129,7 +129,7 @@ def test_killed_mid_write_keeps_previous(tmp_path: Path):
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from darknetpy.weights import atomic_write
+        from darknetpy.model.weights import atomic_write
         def slow(f):
             for _ in range(1000):
                 f.write(b"x" * 65536)

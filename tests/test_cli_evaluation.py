@@ -150,7 +150,7 @@ def test_valid_maps_image_and_category_ids(
 def test_recall_prints_darknet_cumulative_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from darknetpy.convert_datasets import label_path, read_boxes
+    from darknetpy.data.convert_datasets import label_path, read_boxes
 
     folder, _ = _raccoon()
     evalset = raccoon_eval_set(tmp_path)
@@ -177,7 +177,7 @@ def test_recall_prints_darknet_cumulative_lines(
 
 
 def test_calc_anchors_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from darknetpy.anchors import calc_anchors, format_anchors, read_anchor_boxes
+    from darknetpy.tools.anchors import calc_anchors, format_anchors, read_anchor_boxes
 
     _, data = _raccoon()
     argv = ["calc_anchors", str(data), "--num", "9", "--width", "416", "--height", "416"]

@@ -13,18 +13,17 @@ import pytest
 import torch
 
 from darknetpy.cli import main
-from darknetpy.convert import (
+from darknetpy.model.pt_checkpoint import (
     CHECKPOINT_FORMAT,
     LAYOUT_VERSION,
-    checkpoint_to_weights,
     is_checkpoint,
     network_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
-    weights_to_checkpoint,
 )
+from darknetpy.tools.convert import checkpoint_to_weights, weights_to_checkpoint
 from darknetpy.errors import WeightsError
-from darknetpy.network import Network
+from darknetpy.model.network import Network
 
 from .conftest import GOLDEN, REPO, golden_networks, require_shared, tiny_cfg
 
@@ -130,7 +129,7 @@ def test_pt_loads_in_a_fresh_process_without_the_cfg(tmp_path: Path) -> None:
         expected = [h.numpy() for h in net.eval()(torch.from_numpy(x))]
     script = textwrap.dedent(f"""
         import numpy as np, torch
-        import darknetpy.inference as inference
+        import darknetpy.inference.inference_model as inference
         raw = torch.load({str(pt)!r}, weights_only=True)
         assert "cfg" in raw and "state_dict" in raw
         model = inference.load({str(pt)!r})

@@ -1,4 +1,4 @@
-"""darknetpy.convert_datasets: Darknet file reading, VOC/COCO conversion round trips, the checker."""
+"""darknetpy.data.convert_datasets: Darknet file reading, VOC/COCO conversion round trips, the checker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from darknetpy.convert_datasets import (
+from darknetpy.data.convert_datasets import (
     check_dataset,
     convert_coco,
     convert_voc,

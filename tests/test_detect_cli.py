@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from darknetpy.cli import main
-from darknetpy.detect_cli import (
+from darknetpy.inference.detect_run import (
     Source,
     class_color,
     ext_output_lines,
     read_sources,
 )
 from darknetpy.errors import DataError, UsageError
-from darknetpy.inference import Box, Detection, Prediction
+from darknetpy.inference.inference_model import Box, Detection, Prediction
 
 from .conftest import GOLDEN, SHARED, require_shared
 
@@ -296,8 +296,8 @@ def test_detect_loads_one_copy_of_the_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The command only predicts: it loads with keep_unfused=False (no unfused copy)."""
-    import darknetpy.inference
-    from darknetpy.network import Network
+    import darknetpy.inference.inference_model
+    from darknetpy.model.network import Network
 
     from .conftest import tiny_cfg
 
@@ -308,13 +308,13 @@ def test_detect_loads_one_copy_of_the_weights(
     image = tmp_path / "image.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8))
     models = []
-    real_load = darknetpy.inference.load
+    real_load = darknetpy.inference.inference_model.load
 
-    def recording_load(*args: object, **kwargs: object) -> darknetpy.inference.InferenceModel:
+    def recording_load(*args: object, **kwargs: object) -> darknetpy.inference.inference_model.InferenceModel:
         models.append(real_load(*args, **kwargs))  # type: ignore[arg-type]
         return models[-1]
 
-    monkeypatch.setattr(darknetpy.inference, "load", recording_load)
+    monkeypatch.setattr(darknetpy.inference.inference_model, "load", recording_load)
     assert main(["detect", str(cfg), str(weights), str(image), "--no-save"]) == 0
     assert "Predicted in" in capsys.readouterr().out
     (model,) = models

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from darknetpy.cfg import CfgWarning, Section, parse_cfg, read_cfg
+from darknetpy.model.cfg import CfgWarning, Section, parse_cfg, read_cfg
 from darknetpy.errors import CfgError
-from darknetpy.layers import build_layer
-from darknetpy.layers.base import BuildContext, DarknetLayer, Shape
-from darknetpy.layers.detection import (
+from darknetpy.model.build import build_layer
+from darknetpy.model.layers.base import BuildContext, DarknetLayer, Shape
+from darknetpy.model.heads.darknet import (
     FLT_MAX,
     GaussianYoloLayer,
     IouLoss,
@@ -24,7 +24,7 @@ from darknetpy.layers.detection import (
     read_class_map,
     read_tree,
 )
-from darknetpy.netconfig import NetConfig
+from darknetpy.model.netconfig import NetConfig
 
 from .conftest import GOLDEN, golden_networks, require_shared
 

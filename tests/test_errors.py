@@ -30,7 +30,7 @@ def test_every_error_is_a_darknetpy_error_exported_from_the_package(cls: type) -
 
 
 def test_training_error_lives_in_errors_and_is_still_importable_from_train() -> None:
-    from darknetpy.train import TrainingError
+    from darknetpy.training.train import TrainingError
 
     assert TrainingError is errors.TrainingError
     assert TrainingError.__module__ == "darknetpy.errors"

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from darknetpy import postprocess
+from darknetpy.inference import postprocess
 from darknetpy.cli import main
 from darknetpy.errors import UsageError
-from darknetpy.export import export_onnx, output_names
-from darknetpy.inference import InferenceModel, fuse_conv_batchnorm
-from darknetpy.layers import INPUT
-from darknetpy.network import Network
+from darknetpy.inference.export import export_onnx, output_names
+from darknetpy.inference.inference_model import InferenceModel, fuse_conv_batchnorm
+from darknetpy.model.layers import INPUT
+from darknetpy.model.network import Network
 
 from .conftest import GOLDEN, detection_networks, golden_networks, require_shared
 

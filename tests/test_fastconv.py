@@ -1,4 +1,4 @@
-"""darknetpy.fastconv: prepacked oneDNN convolutions and the fast in-place mish."""
+"""darknetpy.model.fastconv: prepacked oneDNN convolutions and the fast in-place mish."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from darknetpy.fastconv import (
+from darknetpy.model.fastconv import (
     FUSED_ACTIVATIONS,
     PackedConv,
     mish_,
     packing_available,
     prepack_convolutions,
 )
-from darknetpy.inference import fuse_conv_batchnorm
-from darknetpy.layers.activation import ACTIVATIONS
-from darknetpy.network import Network
+from darknetpy.inference.inference_model import fuse_conv_batchnorm
+from darknetpy.model.layers.activation import ACTIVATIONS
+from darknetpy.model.network import Network
 
 needs_onednn = pytest.mark.skipif(not packing_available(), reason="PyTorch built without oneDNN")
 

@@ -14,7 +14,7 @@ import torch
 
 from darknetpy.data.image import letterbox_image, resize_image, to_chw_float
 from darknetpy.errors import DataError, UsageError
-from darknetpy.inference import (
+from darknetpy.inference.inference_model import (
     Box,
     Detection,
     InferenceModel,
@@ -23,8 +23,8 @@ from darknetpy.inference import (
     fuse_conv_batchnorm,
     load,
 )
-from darknetpy.layers.conv import Conv
-from darknetpy.network import Network
+from darknetpy.model.layers.conv import Conv
+from darknetpy.model.network import Network
 
 from .conftest import (
     GOLDEN,
@@ -66,7 +66,7 @@ def match_dets(
     candidates whose probabilities differ by less than the forward's rounding survive the other
     way round; yolov4x-mish has one: 0.958990 vs 0.958988 in darknet).
     """
-    from darknetpy.boxes import box_iou
+    from darknetpy.model.boxes import box_iou
 
     used = np.zeros(len(got), bool)
     missing = []
@@ -189,7 +189,7 @@ def test_fused_detections_equal_unfused(name: str) -> None:
     # conv then a separate BatchNorm2d (the training-time modules, in eval mode)
     with torch.enable_grad():
         heads = [h.detach() for h in model.network.eval()(x)]
-    from darknetpy import postprocess
+    from darknetpy.inference import postprocess
 
     layers = [model.network.layers[i] for i in model.network.heads]
     dets = postprocess.get_network_boxes(

@@ -16,7 +16,10 @@ from .conftest import REPO
 
 # The model stack that `import darknetpy` must not pull in (data-loader workers import
 # darknetpy.data.* and pay for everything the package __init__ imports).
-HEAVY = ("torch", "darknetpy.network", "darknetpy.inference", "darknetpy.layers", "darknetpy.loss")
+HEAVY = (
+    "torch", "darknetpy.model.network", "darknetpy.inference.inference_model", "darknetpy.model.layers",
+    "darknetpy.model.heads.darknet_loss",
+)
 
 
 def _fresh_modules(code: str) -> list[str]:
@@ -39,16 +42,16 @@ def test_import_darknetpy_imports_only_the_errors() -> None:
 
 def test_first_use_of_a_lazy_name_imports_its_module() -> None:
     modules = _fresh_modules("import darknetpy\nassert darknetpy.load.__name__ == 'load'")
-    assert "darknetpy.inference" in modules and "darknetpy.network" in modules
+    assert "darknetpy.inference.inference_model" in modules and "darknetpy.model.network" in modules
 
 
 def test_star_import_gives_every_public_name() -> None:
     modules = _fresh_modules(
         "from darknetpy import *\n"
-        "assert Network.__module__ == 'darknetpy.network' and load.__module__ == "
-        "'darknetpy.inference'\nassert TrainingError.__module__ == 'darknetpy.errors'"
+        "assert Network.__module__ == 'darknetpy.model.network' and load.__module__ == "
+        "'darknetpy.inference.inference_model'\nassert TrainingError.__module__ == 'darknetpy.errors'"
     )
-    assert "darknetpy.weights" in modules
+    assert "darknetpy.model.weights" in modules
 
 
 @pytest.mark.parametrize("name", darknetpy.__all__)

@@ -1,4 +1,4 @@
-"""Darknet's detection losses (the darknetpy.loss package).
+"""Darknet's detection losses (the darknetpy.model.heads.darknet_loss package).
 
 Parity: every golden ``train.npz`` (one training forward pass of a real Darknet build) — the gradient
 of ``LossTerms.total`` w.r.t. each head input must equal Darknet's delta (its negative gradient),
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from darknetpy.boxes import box_giou, box_iou
+from darknetpy.model.boxes import box_giou, box_iou
 from darknetpy.errors import UsageError
-from darknetpy.loss import (
+from darknetpy.model.heads.darknet_loss import (
     LossTerms,
     compute_loss,
     dx_box_iou,
@@ -31,7 +31,7 @@ from darknetpy.loss import (
     yolo_activate,
     yolo_spec,
 )
-from darknetpy.network import Network
+from darknetpy.model.network import Network
 
 from .conftest import GOLDEN, require_shared
 

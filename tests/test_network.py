@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from darknetpy.cfg import CfgWarning, read_cfg
+from darknetpy.model.cfg import CfgWarning, read_cfg
 from darknetpy.errors import CfgError
-from darknetpy.layers import UNSUPPORTED
-from darknetpy.network import Network
+from darknetpy.model.build import UNSUPPORTED
+from darknetpy.model.network import Network
 
 from .conftest import GOLDEN, SHARED, golden_networks, require_shared
 

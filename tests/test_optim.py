@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from darknetpy import Network
-from darknetpy.optim import (
+from darknetpy.training.optim import (
     DarknetEMA,
     DarknetOptimizer,
     frozen_layers,

@@ -1,4 +1,4 @@
-"""darknetpy.postprocess: decoding, letterbox correction and NMS against darknet's detections."""
+"""darknetpy.inference.postprocess: decoding, letterbox correction and NMS against darknet's detections."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from darknetpy import postprocess as pp
-from darknetpy.boxes import box_iou
-from darknetpy.cfg import CfgWarning, Options, Section, parse_cfg, read_cfg
+from darknetpy.inference import postprocess as pp
+from darknetpy.model.boxes import box_iou
+from darknetpy.model.cfg import CfgWarning, Options, Section, parse_cfg, read_cfg
 from darknetpy.errors import CfgError, UsageError
-from darknetpy.layers import build_layer
-from darknetpy.layers.base import BuildContext, DarknetLayer, Shape
-from darknetpy.layers.detection import NmsKind
-from darknetpy.netconfig import NetConfig, parse_net_options
+from darknetpy.model.build import build_layer
+from darknetpy.model.layers.base import BuildContext, DarknetLayer, Shape
+from darknetpy.model.heads.darknet import NmsKind
+from darknetpy.model.netconfig import NetConfig, parse_net_options
 
 from .conftest import GOLDEN, detection_networks, require_shared
 
@@ -151,7 +151,7 @@ def test_end_to_end_detect_matches_darknet(name: str) -> None:
     """net.cfg + net.weights on input.npy: head outputs within the README tolerance of darknet's
     buffers, then ``net.detect`` within the detection rule of dets.txt."""
     require_shared()
-    from darknetpy.network import Network
+    from darknetpy.model.network import Network
 
     try:
         with warnings.catch_warnings():
@@ -466,7 +466,7 @@ class Identity(DarknetLayer):
 
 
 def tiny_network(letter_box: bool = False):
-    from darknetpy.network import Network
+    from darknetpy.model.network import Network
 
     sections = parse_cfg(
         f"[net]\nwidth=2\nheight=1\nchannels=12\nletter_box={int(letter_box)}\n[empty]\n" + YOLO1,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from darknetpy import postprocess as pp
-from darknetpy.boxes import box_diou, box_iou
-from darknetpy.layers.detection import NmsKind
+from darknetpy.inference import postprocess as pp
+from darknetpy.model.boxes import box_diou, box_iou
+from darknetpy.model.heads.darknet import NmsKind
 
 
 def _reference(dets: pp.Detections, thresh: float, suppress) -> pp.Detections:

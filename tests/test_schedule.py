@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from darknetpy.cfg import Options, parse_cfg
-from darknetpy.netconfig import NetConfig, Policy, parse_net_options
-from darknetpy.schedule import current_rate, learning_rate
+from darknetpy.model.cfg import Options, parse_cfg
+from darknetpy.model.netconfig import NetConfig, Policy, parse_net_options
+from darknetpy.training.schedule import current_rate, learning_rate
 
 from .conftest import GOLDEN, require_shared
 

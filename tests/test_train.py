@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from darknetpy.checkpoint import state_path
+from darknetpy.training.checkpoint import state_path
 from darknetpy.errors import UsageError
-from darknetpy.schedule import learning_rate
-from darknetpy.train import ResizePlan, TrainingError, map_interval, random_size, train
-from darknetpy.weights import read_header
+from darknetpy.training.schedule import learning_rate
+from darknetpy.training.train import ResizePlan, TrainingError, map_interval, random_size, train
+from darknetpy.model.weights import read_header
 
 from .conftest import RACCOON, REPO, TinyRun, tiny_train_cfg
 
@@ -142,9 +142,9 @@ def test_bf16_autocast_and_ema_checkpoint(files: tuple[Path, Path]):
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(files: tuple[Path, Path],
                                                   monkeypatch: pytest.MonkeyPatch):
-    import darknetpy.loss as loss_module
+    import darknetpy.training.train as train_module
 
-    real = loss_module.compute_loss
+    real = train_module.compute_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -154,7 +154,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(files: tuple[Path, Path],
             terms = dataclasses.replace(terms, costs={k: math.nan for k in terms.costs})
         return terms
 
-    monkeypatch.setattr(loss_module, "compute_loss", poisoned)
+    monkeypatch.setattr(train_module, "compute_loss", poisoned)
     cfg, data = files
     with pytest.raises(TrainingError, match="iteration 3: the loss is nan") as info:
         train(cfg, data, seed=1, **QUIET)
@@ -198,7 +198,7 @@ def test_sigint_saves_last_and_resumes(files: tuple[Path, Path], tmp_path: Path,
 
 def test_two_processes_gloo_identical_weights(files: tuple[Path, Path], tmp_path: Path):
     """torchrun-style run with 2 CPU processes: both ranks end with the same weights."""
-    from darknetpy.distributed import launch
+    from darknetpy.training.distributed import launch
 
     cfg, data = files
     launch(_ddp_worker, 2, str(cfg), str(data), str(tmp_path))
@@ -221,7 +221,7 @@ def _ddp_worker(cfg: str, data: str, out: str) -> None:
 
 # ------------------------------------------------------------------ CLI
 def test_cli_translates_darknet_form(monkeypatch: pytest.MonkeyPatch):
-    import darknetpy.train as train_module
+    import darknetpy.training.train as train_module
     from darknetpy.cli import main
 
     seen = {}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from darknetpy import Network, WeightsError, WeightsHeader
-from darknetpy.weights import read_header, read_weights, weights_bytes, write_weights
+from darknetpy.model.weights import read_header, read_weights, weights_bytes, write_weights
 
 from .conftest import GOLDEN, golden_networks, require_shared
 

@@ -14,7 +14,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from ..errors import DarknetpyError, UsageError
 
@@ -130,10 +129,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = previous
-
-
-def refuse_overwrite(out: Path, *inputs: Path | None) -> None:
-    """Refuse to write ``out`` over one of the command's input files."""
-    for path in inputs:
-        if path is not None and Path(path).exists() and Path(out).resolve() == Path(path).resolve():
-            raise UsageError(f"{out}: refusing to overwrite an input file; choose another output name")

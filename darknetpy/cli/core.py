@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ..network import Network
+    from ..model.network import Network
 
     net = Network.from_cfg(Path(args.cfg), strict=args.strict)
     print(net.summary())
@@ -15,7 +15,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_partial(args: argparse.Namespace) -> int:
-    from ..weights import partial
+    from ..tools.convert import partial
 
     partial(Path(args.cfg), Path(args.weights), Path(args.out), args.n)
     print(f"saved layers 0..{args.n - 1} of {args.weights} to {args.out} (seen reset to 0)")

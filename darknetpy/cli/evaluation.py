@@ -1,7 +1,7 @@
 """``map``, ``valid``, ``recall``, ``calc_anchors``, ``check``, ``convert-voc``, ``convert-coco``.
 
-Each command turns its arguments into one call of :mod:`darknetpy.evaluate`,
-:mod:`darknetpy.anchors` or :mod:`darknetpy.convert_datasets` and prints the result. Darknet's own
+Each command turns its arguments into one call of :mod:`darknetpy.evaluation`,
+:mod:`darknetpy.tools.anchors` or :mod:`darknetpy.data.convert_datasets` and prints the result. Darknet's own
 forms (``darknetpy detector map DATA CFG WEIGHTS -points 11``) reach here translated by
 :mod:`darknetpy.cli` (``map CFG DATA WEIGHTS --points 11``).
 """
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from ..files import refuse_overwrite
 from .argtypes import positive_int, probability
 
 if TYPE_CHECKING:
-    from ..convert_datasets import ConversionReport
+    from ..data.convert_datasets import ConversionReport
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 
@@ -60,8 +61,7 @@ def _number(value: float) -> str:
 
 # ---------------------------------------------------------------- map / valid / recall
 def cmd_map(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate, plot_pr_curves, write_metrics_json
-    from . import refuse_overwrite
+    from ..evaluation import evaluate, plot_pr_curves, write_metrics_json
 
     if args.json:
         refuse_overwrite(Path(args.json), Path(args.cfg), Path(args.data), Path(args.weights))
@@ -85,7 +85,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_valid(args: argparse.Namespace) -> int:
-    from ..evaluate import read_coco_category_ids, read_coco_image_ids, validate
+    from ..evaluation import read_coco_category_ids, read_coco_image_ids, validate
 
     _check_device(args.device)
     image_ids = category_ids = None
@@ -103,7 +103,7 @@ def cmd_valid(args: argparse.Namespace) -> int:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
-    from ..evaluate import iter_recall
+    from ..evaluation import iter_recall
 
     _check_device(args.device)
     rows = iter_recall(
@@ -118,7 +118,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
 def cmd_calc_anchors(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..anchors import (
+    from ..tools.anchors import (
         calc_anchors,
         format_anchors,
         format_counters_per_class,
@@ -160,7 +160,7 @@ def cmd_calc_anchors(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- datasets
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..convert_datasets import check_dataset
+    from ..data.convert_datasets import check_dataset
 
     report = check_dataset(Path(args.data), read_images=not args.no_images)
     print(report.format(limit=args.limit))
@@ -182,7 +182,7 @@ def _print_conversion(report: ConversionReport, limit: int = 20) -> None:
 
 
 def cmd_convert_voc(args: argparse.Namespace) -> int:
-    from ..convert_datasets import convert_voc
+    from ..data.convert_datasets import convert_voc
     from ..data.datafile import read_names
 
     names = read_names(args.names) if args.names else None
@@ -195,7 +195,7 @@ def cmd_convert_voc(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_coco(args: argparse.Namespace) -> int:
-    from ..convert_datasets import convert_coco
+    from ..data.convert_datasets import convert_coco
 
     report = convert_coco(
         Path(args.annotations), Path(args.images_dir), Path(args.out),
@@ -223,7 +223,7 @@ def _network_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset_out_args(p: argparse.ArgumentParser) -> None:
-    from ..convert_datasets import IMAGE_MODES
+    from ..data.convert_datasets import IMAGE_MODES
 
     p.add_argument("--name", default="obj", help="base name of the .data and .names (default obj)")
     p.add_argument(
@@ -348,7 +348,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--limit", type=positive_int, default=20, help="lines shown per problem kind")
     p.set_defaults(func=cmd_check)
 
-    from ..convert_datasets import DIFFICULT_MODES
+    from ..data.convert_datasets import DIFFICULT_MODES
 
     p = sub.add_parser(
         "convert-voc", help="Pascal VOC XML to Darknet's layout",

@@ -1,7 +1,7 @@
 """``detect``, ``convert`` and ``export``: using a trained model.
 
-Each command turns its arguments into calls of :mod:`darknetpy.inference`,
-:mod:`darknetpy.detect_cli`, :mod:`darknetpy.convert` or :mod:`darknetpy.export`. Darknet's form
+Each command turns its arguments into calls of :mod:`darknetpy.inference.inference_model`,
+:mod:`darknetpy.inference.detect_run`, :mod:`darknetpy.tools.convert` or :mod:`darknetpy.inference.export`. Darknet's form
 ``darknetpy detector test DATA CFG WEIGHTS IMAGE -thresh T -ext_output -dont_show`` reaches here
 translated by :mod:`darknetpy.cli` (``detect CFG WEIGHTS IMAGE --names-from-data DATA ...``).
 """
@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from . import refuse_overwrite
+from ..files import refuse_overwrite
 from .argtypes import positive_int, probability
 
 
 # ---------------------------------------------------------------- detect
 def cmd_detect(args: argparse.Namespace) -> int:
-    from ..detect_cli import read_sources, run_detect
-    from ..inference import load
+    from ..inference.detect_run import read_sources, run_detect
+    from ..inference.inference_model import load
 
     if args.names and args.names_from_data:
         raise UsageError("give --names or --names-from-data, not both")
@@ -64,7 +64,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..convert import checkpoint_to_weights, is_checkpoint, weights_to_checkpoint
+    from ..model.pt_checkpoint import is_checkpoint
+    from ..tools.convert import checkpoint_to_weights, weights_to_checkpoint
 
     files = [Path(f) for f in args.files]
     if len(files) == 2:
@@ -99,9 +100,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..convert import is_checkpoint, network_from_checkpoint
-    from ..export import export_onnx
-    from ..network import build_network
+    from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
+    from ..inference.export import export_onnx
+    from ..model.network import build_network
 
     out = Path(args.out)
     refuse_overwrite(out, Path(args.cfg), Path(args.weights))
@@ -118,7 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         with_decode=args.with_decode,
         all_layers=args.all_layers,
     )
-    from ..export import output_names
+    from ..inference.export import output_names
 
     outputs = ", ".join(output_names(network, args.with_decode, args.all_layers)[:8])
     print(
@@ -130,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from ..export import DEFAULT_OPSET
+    from ..inference.export import DEFAULT_OPSET
 
     p = sub.add_parser(
         "detect",

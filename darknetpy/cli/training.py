@@ -1,4 +1,4 @@
-"""``train CFG DATA [WEIGHTS]``: arguments to :func:`darknetpy.train.train` keyword arguments.
+"""``train CFG DATA [WEIGHTS]``: arguments to :func:`darknetpy.training.train.train` keyword arguments.
 
 Darknet's ``darknetpy detector train DATA CFG [WEIGHTS] -map -clear -gpus 0,1`` reaches here as
 ``train CFG DATA [WEIGHTS] --map --clear --gpus 0,1`` (translated in :mod:`darknetpy.cli`).
@@ -39,7 +39,7 @@ def _spawned(cfg: str, data: str, weights: str | None, kwargs: dict) -> None:
     import sys
 
     from ..errors import DarknetpyError
-    from ..train import train
+    from ..training.train import train
 
     try:
         result = train(cfg, data, weights, **kwargs)
@@ -52,14 +52,14 @@ def _spawned(cfg: str, data: str, weights: str | None, kwargs: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training.train import train
 
     kwargs = _kwargs(args)
     processes = len(args.gpus) if args.gpus else 1
     if processes > 1 and "WORLD_SIZE" not in os.environ:  # -gpus 0,1 without torchrun
         import torch.multiprocessing as mp
 
-        from ..distributed import launch
+        from ..training.distributed import launch
 
         try:
             launch(_spawned, processes, args.cfg, args.data, args.weights, kwargs)

@@ -30,7 +30,6 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import CfgError
-from ..netconfig import NetConfig
 
 __all__ = [
     "CORNER_RULES",
@@ -72,9 +71,41 @@ def detection_mode(code: int) -> int:
     return {2: 0, 4: 3}.get(code, code)
 
 
+class NetAugment(Protocol):
+    """What augmentation reads from ``[net]``: :class:`darknetpy.model.netconfig.NetConfig` fits (the data
+    stage never imports the model)."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def hue(self) -> float: ...
+    @property
+    def saturation(self) -> float: ...
+    @property
+    def exposure(self) -> float: ...
+    @property
+    def flip(self) -> bool: ...
+    @property
+    def blur(self) -> int: ...
+    @property
+    def gaussian_noise(self) -> int: ...
+    @property
+    def mixup(self) -> int: ...
+    @property
+    def cutmix(self) -> bool: ...
+    @property
+    def mosaic(self) -> bool: ...
+    @property
+    def mosaic_bound(self) -> bool: ...
+    @property
+    def letter_box(self) -> bool: ...
+
+
 class HeadAugment(Protocol):
     """What augmentation reads from a detection layer's options: ``YoloOptions``,
-    ``GaussianYoloOptions`` and ``RegionOptions`` (:mod:`darknetpy.layers.detection`) all fit."""
+    ``GaussianYoloOptions`` and ``RegionOptions`` (:mod:`darknetpy.model.heads.darknet`) all fit."""
 
     @property
     def classes(self) -> int: ...
@@ -148,7 +179,7 @@ class AugmentConfig:
             )
 
     @classmethod
-    def from_net(cls, net: NetConfig, head: HeadAugment) -> AugmentConfig:
+    def from_net(cls, net: NetAugment, head: HeadAugment) -> AugmentConfig:
         """The settings ``detector.c: train_detector`` puts in ``load_args``: ``[net]``'s size
         and augmentation keys, and ``classes``, ``jitter``, ``resize``, ``max`` of ``head`` (the
         options of the network's last detection layer).

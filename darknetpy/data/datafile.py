@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from ..cfg import Entry, read_key_values
 from ..errors import CfgError, DataError
+from ..model.cfg import Entry, read_key_values
 
 __all__ = [
     "DATA_KEYS",

@@ -9,7 +9,7 @@
 * :mod:`.run`: running the network over a ``.data`` file's list as Darknet's commands do;
 * :mod:`.commands`: :func:`evaluate`, :func:`validate`, :func:`recall` end to end.
 
-``darknetpy.evaluate`` re-exports the same names.
+``darknetpy.evaluation`` re-exports the same names.
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..convert_datasets import read_boxes
+from ..data.convert_datasets import read_boxes
 from ..data.datafile import DataConfig, resolve_path
 from ..data.labels import label_path
 from ..errors import DataError, UsageError
+from ..inference.postprocess import do_nms_obj
 from .coco import coco_metrics
 from .darknet_map import box_iou, darknet_map
 from .records import (
@@ -284,8 +285,6 @@ def iter_recall(
     file (unfiltered) takes the best IoU of the boxes with objectness > 0.001 and is found when it
     is above 0.5.
     """
-    from ..postprocess import do_nms_obj
-
     config = DataConfig.from_file(data)
     images = valid_images(config, "data/train.txt")
     net, facts = load_detector(cfg, weights, device)

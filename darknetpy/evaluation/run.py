@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..data.datafile import DataConfig, read_image_list, read_names, resolve_path
+from ..data.image import load_image, prepare_test_input
 from ..data.labels import label_path
 from ..errors import DataError, UsageError
+from ..inference.postprocess import detections
+from ..model.network import Network
 from .records import Detection
 
 if TYPE_CHECKING:
-    from ..network import Network
-    from ..postprocess import Detections
+    from ..model.network import Network
+    from ..inference.postprocess import Detections
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,8 @@ def load_detector(
 
     Raises:
         UsageError: the cfg has no ``[yolo]``, ``[region]`` or ``[Gaussian_yolo]`` layer.
-        CfgError, WeightsError: as :class:`~darknetpy.network.Network` raises them.
+        CfgError, WeightsError: as :class:`~darknetpy.model.network.Network` raises them.
     """
-    from ..network import Network
-
     net = Network.from_cfg(Path(cfg))
     if not net.heads:
         raise UsageError(
@@ -85,9 +86,6 @@ def detect_images(
     the same outputs (inference batch norm) up to float rounding, faster.
     """
     import torch
-
-    from ..data.image import load_image, prepare_test_input
-    from ..postprocess import detections
 
     if batch < 1:
         raise UsageError(f"batch={batch}: must be at least 1")

@@ -51,7 +51,7 @@ def read_coco_image_ids(annotation_file: str | Path) -> dict[str, int]:
 
 def read_coco_category_ids(annotation_file: str | Path) -> tuple[int, ...]:
     """The category ids of a COCO json sorted by id: class ``k`` of a dataset converted with
-    :func:`darknetpy.convert_datasets.convert_coco` is category ``ids[k]``."""
+    :func:`darknetpy.data.convert_datasets.convert_coco` is category ``ids[k]``."""
     path = Path(annotation_file)
     try:
         return tuple(sorted(int(c["id"]) for c in json.loads(path.read_text())["categories"]))

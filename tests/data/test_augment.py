@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from darknetpy.cfg import Options, parse_cfg
+from darknetpy.model.cfg import Options, parse_cfg
 from darknetpy.data.augment import (
     AugmentConfig,
     Crop,
@@ -25,12 +25,12 @@ from darknetpy.data.dataset import augment_detection
 from darknetpy.data.pixels import augment_image, blur_image, gaussian_noise, hsv_shift
 from darknetpy.data.truth import blend_truth, correct_boxes, fill_truth_detection
 from darknetpy.errors import CfgError
-from darknetpy.layers.detection_options import (
+from darknetpy.model.heads.options import (
     parse_gaussian_yolo_options,
     parse_region_options,
     parse_yolo_options,
 )
-from darknetpy.netconfig import NetConfig
+from darknetpy.model.netconfig import NetConfig
 from tests.data.scenes import PALETTE, check_boxes_cover_colours, make_scene
 
 

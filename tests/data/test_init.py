@@ -16,7 +16,7 @@ import darknetpy.data
 from ..conftest import REPO
 
 # What a worker importing one pure data module must not load.
-HEAVY = ("torch", "darknetpy.data.loader", "darknetpy.data.dataset", "darknetpy.network")
+HEAVY = ("torch", "darknetpy.data.loader", "darknetpy.data.dataset", "darknetpy.model.network")
 
 
 def _fresh_modules(code: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from darknetpy.network import Network
+from darknetpy.model.network import Network
 
 
 def network(body: str, *, channels: int = 3, height: int = 8, width: int = 8) -> Network:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from darknetpy.errors import CfgError
-from darknetpy.layers.activation import ACTIVATIONS, ActivationPath
-from darknetpy.network import Network
+from darknetpy.model.layers.activation import ACTIVATIONS, ActivationPath
+from darknetpy.model.network import Network
 
 from ..conftest import REPO
 from . import network, run

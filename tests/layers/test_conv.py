@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from darknetpy.cfg import Options, parse_cfg
+from darknetpy.model.cfg import Options, parse_cfg
 from darknetpy.errors import CfgError
-from darknetpy.layers.base import BuildContext, Shape
-from darknetpy.layers.conv import Conv, build_conv, set_bn_momentum
+from darknetpy.model.layers.base import BuildContext, Shape
+from darknetpy.model.layers.conv import Conv, build_conv, set_bn_momentum
 
 from . import network, run
 

@@ -1,5 +1,5 @@
-"""darknetpy.layers.detection_options: the records of [yolo] / [Gaussian_yolo] share one base and
-one parsing step; darknetpy.layers.detection re-exports them."""
+"""darknetpy.model.heads.options: the records of [yolo] / [Gaussian_yolo] share one base and
+one parsing step; darknetpy.model.heads.darknet re-exports them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from darknetpy.cfg import Options, parse_cfg
+from darknetpy.model.cfg import Options, parse_cfg
 from darknetpy.errors import CfgError
-from darknetpy.layers import detection, detection_options
-from darknetpy.layers.detection_options import (
+from darknetpy.model.heads import darknet as detection
+from darknetpy.model.heads import options as detection_options
+from darknetpy.model.heads.options import (
     BaseYoloOptions,
     GaussianYoloOptions,
     IouLoss,

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from darknetpy.cfg import CfgWarning
+from darknetpy.model.cfg import CfgWarning
 from darknetpy.errors import CfgError
 
 from . import network

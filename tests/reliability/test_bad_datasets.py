@@ -321,7 +321,7 @@ def _train_files(root: Path, images: list[Path]) -> tuple[Path, Path]:
 @pytest.mark.parametrize("cache", [False, True])
 def test_training_on_a_broken_dataset_skips_counts_and_prints_a_summary(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: bool) -> None:
-    train_mod = pytest.importorskip("darknetpy.train")
+    train_mod = pytest.importorskip("darknetpy.training.train")
     data = build_broken_dataset(tmp_path / "ds", good=6)
     cfg, datafile = _train_files(tmp_path, data.images)
     result = train_mod.train(cfg, datafile, seed=4, progress=False, chart=False, workers=0,
@@ -339,7 +339,7 @@ def test_training_on_a_broken_dataset_skips_counts_and_prints_a_summary(
 
 @pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
 def test_training_with_every_image_bad_stops_with_a_data_error(tmp_path: Path) -> None:
-    train_mod = pytest.importorskip("darknetpy.train")
+    train_mod = pytest.importorskip("darknetpy.training.train")
     data = build_broken_dataset(tmp_path / "ds", good=1)
     cfg, datafile = _train_files(tmp_path, sorted(data.bad_images))
     with pytest.raises(DataError, match="every one of the"):
@@ -371,10 +371,10 @@ def test_image_list_line_with_a_nul_byte_is_skipped(tmp_path: Path) -> None:
 @pytest.mark.parametrize("reader", ["load_image", "read_image_list", "read_names", "read_cfg",
                                     "read_header"])
 def test_paths_with_a_nul_byte_are_darknetpy_errors(reader: str) -> None:
-    from darknetpy.cfg import read_cfg
+    from darknetpy.model.cfg import read_cfg
     from darknetpy.data.datafile import read_image_list, read_names
     from darknetpy.data.image import load_image
-    from darknetpy.weights import read_header
+    from darknetpy.model.weights import read_header
 
     readers = {"load_image": load_image, "read_image_list": read_image_list,
                "read_names": read_names, "read_cfg": read_cfg, "read_header": read_header}
@@ -403,7 +403,7 @@ def _predict_inputs(tmp_path: Path) -> dict[str, object]:
 
 
 def test_predict_on_odd_or_wrong_images_works_or_raises_a_darknetpy_error(tmp_path: Path) -> None:
-    inference = pytest.importorskip("darknetpy.inference")
+    inference = pytest.importorskip("darknetpy.inference.inference_model")
     import torch
 
     cfg = tmp_path / "t.cfg"

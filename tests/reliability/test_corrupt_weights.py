@@ -25,7 +25,7 @@ import pytest
 from darknetpy import Network, WeightsError, WeightsHeader
 from darknetpy.cli import main
 from darknetpy.errors import DarknetpyError
-from darknetpy.weights import WeightsWarning, read_header, read_weights
+from darknetpy.model.weights import WeightsWarning, read_header, read_weights
 
 from ..conftest import GOLDEN, SKIP_REASON, golden_networks, quiet_weights, raccoon_photos, tiny_cfg
 from . import require_builders
@@ -487,11 +487,11 @@ def test_extreme_weight_values_never_crash_detect(tmp_path: Path, kind: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A file full of NaN/inf (bit rot, a diverged run) or biases whose boxes under/overflow:
     detect draws and writes JSON without a crash (Darknet's degenerate boxes are kept)."""
-    pytest.importorskip("darknetpy.inference")
+    pytest.importorskip("darknetpy.inference.inference_model")
     assert _detect(tmp_path, kind, capsys) == 0
     assert (tmp_path / "out.json").is_file() and list((tmp_path / "drawn").iterdir())
 
 
 def test_inf_box_does_not_crash_drawing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("darknetpy.inference")
+    pytest.importorskip("darknetpy.inference.inference_model")
     assert _detect(tmp_path, "inf box", capsys) == 0

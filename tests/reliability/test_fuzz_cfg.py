@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from darknetpy import Network
-from darknetpy.cfg import Options, parse_cfg, read_cfg
+from darknetpy.model.cfg import Options, parse_cfg, read_cfg
 from darknetpy.errors import DarknetpyError
-from darknetpy.netconfig import parse_net_options
+from darknetpy.model.netconfig import parse_net_options
 
 from ..conftest import SHARED, SKIP_REASON
 from . import REPO, address_space_limit, load_bench, require_builders

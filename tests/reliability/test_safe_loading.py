@@ -56,7 +56,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     net.save_weights(weights)
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.pt"
-    convert = pytest.importorskip("darknetpy.convert")
+    from darknetpy.model import pt_checkpoint as convert
     payload = convert.checkpoint_dict(net)  # a well-formed checkpoint...
     payload["cfg"] = Payload(marker)  # ...carrying code where the cfg text goes
     torch.save(payload, evil)
@@ -79,18 +79,20 @@ MALICIOUS = ["evil", "bare", "legacy", "plain"]
 
 @pytest.mark.parametrize("kind", MALICIOUS)
 def test_malicious_checkpoint_is_refused_by_the_library(files: dict[str, Path], kind: str) -> None:
-    convert = pytest.importorskip("darknetpy.convert")
+    from darknetpy.model import pt_checkpoint as convert
+    from darknetpy.tools import convert as tools_convert
+
     evil = files[kind]
     calls = {
         "read_checkpoint": lambda: convert.read_checkpoint(evil),
         "network_from_checkpoint": lambda: convert.network_from_checkpoint(evil),
         "network_from_checkpoint+cfg": lambda: convert.network_from_checkpoint(evil, files["cfg"]),
-        "checkpoint_to_weights": lambda: convert.checkpoint_to_weights(
+        "checkpoint_to_weights": lambda: tools_convert.checkpoint_to_weights(
             evil, files["cfg"].parent / "out.weights"),
         "Network.load_weights": lambda: Network.from_text(TINY).load_weights(evil),
     }
     try:
-        from darknetpy.inference import load
+        from darknetpy.inference.inference_model import load
     except ImportError:  # pragma: no cover - the inference API not written yet
         pass
     else:
@@ -135,15 +137,15 @@ def test_malicious_checkpoint_error_is_one_line_without_unsafe_advice(
 
 def test_the_good_checkpoint_still_loads(files: dict[str, Path]) -> None:
     """The refusals above are not a refusal of everything."""
-    convert = pytest.importorskip("darknetpy.convert")
+    from darknetpy.model import pt_checkpoint as convert
     net = convert.network_from_checkpoint(files["good"])
     assert len(net.layers) == 3
 
 
 def test_malicious_training_state_is_ignored_not_run(files: dict[str, Path]) -> None:
     """The exact-resume state beside a checkpoint is read safely: refused with a warning."""
-    checkpoint = pytest.importorskip("darknetpy.checkpoint")
-    from darknetpy.weights import read_header
+    checkpoint = pytest.importorskip("darknetpy.training.checkpoint")
+    from darknetpy.model.weights import read_header
 
     weights = files["weights"]
     for kind in MALICIOUS:
@@ -155,7 +157,7 @@ def test_malicious_training_state_is_ignored_not_run(files: dict[str, Path]) -> 
 
 
 def test_training_resume_with_a_malicious_state_does_not_run_it(tmp_path: Path) -> None:
-    train_mod = pytest.importorskip("darknetpy.train")
+    train_mod = pytest.importorskip("darknetpy.training.train")
     from .test_training_guards import QUIET, make_run
 
     cfg, data = make_run(tmp_path / "run", max_batches=2)

@@ -29,7 +29,7 @@ import pytest
 
 from darknetpy import Network
 from darknetpy.errors import DarknetpyError
-from darknetpy.weights import WeightsHeader, read_header, read_weights
+from darknetpy.model.weights import WeightsHeader, read_header, read_weights
 
 from ..conftest import REPO, make_tiny_run, tiny_train_cfg
 
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
 
 
 def _train_module():
-    return pytest.importorskip("darknetpy.train", reason="darknetpy/train.py not written yet")
+    return pytest.importorskip("darknetpy.training.train", reason="darknetpy/training/train.py not written yet")
 
 
 def make_run(root: Path, *, lr: str = "0.001", max_batches: int = 6, images: int = 8,
@@ -155,7 +155,7 @@ def test_signal_saves_last_and_exits_cleanly(tmp_path: Path, sig: signal.Signals
 def test_second_ctrl_c_during_the_run_leaves_a_consistent_checkpoint(tmp_path: Path) -> None:
     """Two SIGINTs 0-50 ms apart, several times: whatever is on disk loads and pairs or is refused."""
     train_mod = _train_module()
-    checkpoint = pytest.importorskip("darknetpy.checkpoint")
+    checkpoint = pytest.importorskip("darknetpy.training.checkpoint")
     rng = np.random.default_rng(11)
     cfg, data = make_run(tmp_path, savelast=1)
     backup = tmp_path / "backup"
@@ -198,7 +198,7 @@ def _writer(mode: str, target: Path, start: int, announce: int) -> None:
 
     Only numpy touches the tensors here (a forked child must not enter torch's thread pools).
     """
-    from darknetpy.weights import atomic_write, write_weights
+    from darknetpy.model.weights import atomic_write, write_weights
 
     net = Network.from_text(BIG_CFG) if mode == "weights" else None
     version = start

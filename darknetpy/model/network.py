@@ -1,0 +1,224 @@
+"""A darknet ``.cfg`` as a ``torch.nn.Module`` that runs darknet's route/shortcut graph.
+
+``Network.layers[i]`` is darknet layer *i* (``[net]`` not counted), so state-dict keys, messages,
+the layer table and ``upto=137`` all use darknet's numbering (``parser.c: parse_network_cfg_custom``,
+``network.c: forward_network``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CfgError
+from .build import build_layer
+from .cfg import CfgWarning, Options, Section, parse_cfg, read_cfg, sections_to_text
+from .heads.darknet_loss import compute_loss
+from .layers import INPUT, BuildContext, DarknetLayer, Shape
+from .netconfig import NetConfig, parse_net_options
+from .weights import WeightsHeader, read_weights, write_weights
+
+
+# darknet's detection heads: the layers whose inputs the loss scores and whose outputs are decoded.
+HEAD_TYPES = ("yolo", "Gaussian_yolo", "region")
+
+
+class Network(nn.Module):
+    """A darknet network; ``layers[i]`` is darknet layer ``i``.
+
+    Example:
+        >>> net = Network.from_text("[net]\\nwidth=32\\nheight=32\\nchannels=3\\n"
+        ...                         "[convolutional]\\nfilters=4\\nsize=3\\npad=1\\nactivation=leaky\\n")
+        >>> net.layers[0].out_shape
+        Shape(channels=4, height=32, width=32)
+    """
+
+    def __init__(self, net: NetConfig, layers: Sequence[DarknetLayer], sections: Sequence[Section],
+                 path: Path | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.layers = nn.ModuleList(layers)
+        self.sections = tuple(sections)  # [net] first: the cfg as parsed, for checkpoints
+        self.path = path
+        self.heads = tuple(i for i, layer in enumerate(layers) if layer.darknet_name in HEAD_TYPES)
+        self.header: WeightsHeader | None = None  # set by load_weights
+        self.loaded_layers = 0  # layers read by the last load_weights
+        self._last_use = _last_use(layers)
+        # outputs kept to the end of a run: the heads' and the tensors entering them (for the loss)
+        self._keep = set(self.heads) | {layers[i].sources[0] for i in self.heads}
+
+    # ---- construction ----
+    @classmethod
+    def from_cfg(cls, path: str | Path, *, strict: bool = False) -> Network:
+        """Build the network described by the cfg file at ``path``.
+
+        Raises:
+            CfgError: with ``path:line [section]`` for any problem in the file.
+        """
+        path = Path(path)
+        return cls.from_sections(read_cfg(path), path=path, strict=strict)
+
+    @classmethod
+    def from_text(cls, text: str, *, path: str | Path = "<string>", strict: bool = False) -> Network:
+        """Build from cfg text (e.g. the cfg stored in a checkpoint)."""
+        return cls.from_sections(parse_cfg(text, path), path=Path(path), strict=strict)
+
+    @classmethod
+    def from_sections(cls, sections: Sequence[Section], *, path: Path | None = None,
+                      strict: bool = False) -> Network:
+        first, *rest = sections
+        if first.name not in ("net", "network"):
+            raise CfgError(
+                f"{first.where()}: the first section must be [net] or [network], found [{first.name}]"
+            )
+        opts = Options(first)
+        net = parse_net_options(opts)
+        opts.check_unused(strict)
+        if not rest:
+            raise CfgError(f"{first.where()}: the cfg has no layers after [net]")
+        input_shape = Shape(net.channels, net.height, net.width)
+        layers: list[DarknetLayer] = []
+        for index, section in enumerate(rest):
+            ctx = BuildContext(index, net, input_shape, tuple(layers))
+            layers.append(build_layer(section, ctx, strict=strict))
+        return cls(net, layers, sections, path)
+
+    @property
+    def cfg_text(self) -> str:
+        """The cfg as parsed (one key per line); :meth:`from_text` rebuilds the same network."""
+        return sections_to_text(self.sections)
+
+    @property
+    def input_shape(self) -> Shape:
+        return Shape(self.net.channels, self.net.height, self.net.width)
+
+    # ---- running the graph ----
+    def _run(self, x: torch.Tensor, keep_all: bool, stop: int | None = None) -> dict[int, torch.Tensor]:
+        outputs: dict[int, torch.Tensor] = {INPUT: x}
+        last = len(self.layers) if stop is None else stop
+        for index in range(last):
+            layer = self.layers[index]
+            out = layer(*(outputs[i] for i in layer.sources))
+            if layer.training_opts.stopbackward == 1 and self.training:
+                out = out.detach()  # darknet's backward_network breaks at stopbackward
+            outputs[index] = out
+            if not keep_all:
+                for source in layer.sources:
+                    if self._last_use.get(source, -1) <= index and source not in self._keep:
+                        outputs.pop(source, None)
+        return outputs
+
+    def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output: ``[i]`` equals darknet's output buffer of layer ``i``.
+
+        Args:
+            x: (N, C, H, W) float RGB in [0, 1].
+        """
+        outputs = self._run(x, keep_all=True)
+        return [outputs[i] for i in range(len(self.layers))]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of the detection heads (darknet's ``l.output``), or of the last layer if none."""
+        outputs = self._run(x, keep_all=False)
+        if not self.heads:
+            return [outputs[len(self.layers) - 1]]
+        return [outputs[i] for i in self.heads]
+
+    def head_inputs(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """``{head layer index: the tensor entering it}``: what :meth:`compute_loss` scores."""
+        if not self.heads:
+            raise CfgError(f"{self.where()}: the network has no [yolo], [region] or [Gaussian_yolo] layer")
+        outputs = self._run(x, keep_all=False, stop=max(self.heads))
+        return {i: outputs[self.layers[i].sources[0]] for i in self.heads}
+
+    def where(self) -> str:
+        return str(self.path) if self.path else "<network>"
+
+    # ---- weights ----
+    def load_weights(self, path: str | Path, *, upto: int | None = None, lenient: bool = False) -> WeightsHeader:
+        """Read a darknet ``.weights`` file into this network; returns the header read."""
+        self.header = read_weights(path, self, upto=upto, lenient=lenient)
+        return self.header
+
+    def save_weights(self, path: str | Path, *, upto: int | None = None,
+                     header: WeightsHeader | None = None) -> None:
+        """Write a darknet ``.weights`` file (atomically); the header read is written back unchanged."""
+        write_weights(path, self, header or self.header or WeightsHeader(), upto=upto)
+
+    # ---- inference and training entry points (implemented in their own modules) ----
+    def detect(self, x: torch.Tensor, image_size: tuple[int, int] | Sequence[tuple[int, int]],
+               thresh: float = 0.25, nms: float = 0.45, letter_box: bool | None = None,
+               hier_thresh: float = 0.5) -> list[list[tuple[Any, ...]]]:
+        """Darknet's ``get_network_boxes`` + NMS, one list per image of
+        ``(class, prob, x, y, w, h, objectness)`` with the box relative to the image."""
+        from ..inference.postprocess import detect
+
+        return detect(self, x, image_size, thresh=thresh, nms=nms, letter_box=letter_box,
+                      hier_thresh=hier_thresh)
+
+    def compute_loss(self, head_inputs: dict[int, torch.Tensor], truth: torch.Tensor, *,
+                     input_size: tuple[int, int] | None = None, seen: int = 0) -> Any:
+        """Darknet's detection losses (see :func:`darknetpy.model.heads.darknet_loss.compute_loss`).
+
+        Args:
+            head_inputs: ``{head layer index: the tensor entering it}`` (see :meth:`head_inputs`).
+            truth: (N, T, 5) rows (x, y, w, h, class) relative to the network input; zero rows ignored.
+            input_size: the current network input (w, h) when random resizing changed it.
+            seen: images seen so far ([region]'s early-training prior term).
+        """
+        return compute_loss(self, head_inputs, truth, input_size=input_size, seen=seen)
+
+    # ---- the layer table ----
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One dict per layer: type, filters/size text, in/out shapes (C, H, W) and BFLOPs."""
+        rows = []
+        for layer in self.layers:
+            shape = layer.out_shape
+            rows.append({
+                "index": layer.index,
+                "type": layer.darknet_name,
+                "section": layer.section.name,
+                "detail": layer.summary_extra(),
+                "in_shape": (layer.in_shape.channels, layer.in_shape.height, layer.in_shape.width),
+                "out_shape": (shape.channels, shape.height, shape.width),
+                "bflops": layer.bflops(),
+            })
+        return rows
+
+    def summary(self) -> str:
+        """Darknet's layer table: index, type, detail, input -> output, BFLOPs, and the total."""
+        lines = [f"{'':>4} {'layer':<16} {'detail':<26} {'input':>16} -> {'output':<16} {'BFLOPs':>8}"]
+        total = 0.0
+        for row in self.summary_rows():
+            c, h, w = row["in_shape"]
+            oc, oh, ow = row["out_shape"]
+            total += row["bflops"]
+            flops = f"{row['bflops']:8.3f}" if row["bflops"] else ""
+            lines.append(
+                f"{row['index']:4d} {row['section']:<16} {row['detail']:<26} "
+                f"{w:4d} x{h:4d} x{c:5d} -> {ow:4d} x{oh:4d} x{oc:5d} {flops}".rstrip()
+            )
+        lines.append(f"Total BFLOPS {total:.3f}")
+        return "\n".join(lines)
+
+
+def _last_use(layers: Sequence[DarknetLayer]) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for layer in layers:
+        for source in layer.sources:
+            last[source] = layer.index
+    return last
+
+
+def build_network(path: str | Path, *, strict: bool = False, quiet: bool = False) -> Network:
+    """:meth:`Network.from_cfg`, optionally silencing unused-key warnings."""
+    if not quiet:
+        return Network.from_cfg(path, strict=strict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CfgWarning)
+        return Network.from_cfg(path, strict=strict)

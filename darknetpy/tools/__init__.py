@@ -1,0 +1,1 @@
+"""Tools (rank 4): ``.weights`` <-> ``.pt`` conversion (:mod:`.convert`) and anchor clustering (:mod:`.anchors`)."""
