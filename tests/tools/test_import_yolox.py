@@ -4,6 +4,9 @@ YOLOX-tiny (../shared/golden/modern/yolox-tiny, made by Megvii's source)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from darknetpy.tools.import_yolox import (
 )
 from darknetpy.tools.yolox_cfg import yolox_layout
 
-from ..conftest import GOLDEN, require_shared
+from ..conftest import GOLDEN, SHARED, require_shared
 
 FOLDER = GOLDEN / "modern" / "yolox-tiny"
 # The golden's meta.json says bn_eps 0.001, but its outputs are those of batch norms with PyTorch's
@@ -265,3 +268,69 @@ def test_cli_import_yolox_golden(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert "looks like --depth 0.33 --width 0.375 --classes 3" in err
+
+
+# ------------------------------------------------------- other sizes, against YOLOX's own source
+YOLOX_SOURCE = Path(os.environ.get("DARKNETPY_YOLOX_SRC", Path(__file__).parents[3] / "ref" / "yolox"))
+REFERENCE_SCRIPT = r'''
+import importlib, json, sys, types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+for _ in range(20):  # YOLOX's package imports loguru, psutil, cv2...: none is used by its models
+    try:
+        importlib.import_module("yolox.models")
+        break
+    except ModuleNotFoundError as exc:
+        stub = types.ModuleType(exc.name)
+        stub.__path__ = []
+        stub.__getattr__ = lambda name: (lambda *a, **k: None)
+        sys.modules[exc.name] = stub
+        for name in [n for n in sys.modules if n.startswith("yolox")]:
+            del sys.modules[name]
+import torch
+from yolox.models import YOLOX, YOLOPAFPN, YOLOXHead
+from darknetpy.tools.import_yolox import build_imported, import_yolox
+from darknetpy.tools.yolox_cfg import yolox_layout
+depth, width, classes, depthwise, act, size = json.loads(sys.argv[3])
+torch.manual_seed(0)
+model = YOLOX(YOLOPAFPN(depth, width, depthwise=depthwise, act=act),
+              YOLOXHead(classes, width, depthwise=depthwise, act=act))
+for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):  # yolox_base.py: init_yolo, then random statistics
+        m.eps = 1e-3
+        m.running_mean.uniform_(-0.5, 0.5); m.running_var.uniform_(0.5, 1.5)
+        m.weight.data.uniform_(0.5, 1.5); m.bias.data.uniform_(-0.3, 0.3)
+model.eval().head.decode_in_inference = False
+rgb = torch.rand(2, 3, size, size)
+with torch.no_grad():
+    fpn = model.backbone(rgb.flip(1) * 255)  # YOLOX is fed BGR 0-255
+    raw = model(rgb.flip(1) * 255)
+cfg, tensors = import_yolox(model.state_dict(), depth, width, classes, depthwise, act, size=size)
+net = build_imported(cfg[: cfg.index("\n# YOLOX's decoupled")], tensors).eval()
+layout = yolox_layout(depth, width, classes, depthwise, act, size=size)
+with torch.no_grad():
+    outs = net.forward_layers(rgb)
+errors = [float((outs[layout.fpn[k]] - fpn[k]).abs().max() / fpn[k].abs().max()) for k in range(3)]
+levels = torch.cat([outs[i].flatten(2) for i in layout.outputs], 2).permute(0, 2, 1)
+levels = torch.cat([levels[..., :4], levels[..., 4:].sigmoid()], -1)
+errors.append(float((levels - raw).abs().max() / raw.abs().max()))
+print(json.dumps(errors))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [(0.33, 0.25, 5, True, "silu", 128),
+                                  (0.33, 0.5, 80, False, "silu", 160),
+                                  (0.67, 0.75, 2, False, "relu", 96),
+                                  (1.33, 1.25, 3, False, "lrelu", 64)], ids=str)
+def test_other_sizes_against_yolox_source(spec: tuple) -> None:
+    """nano (depthwise), s, m, x with random weights: the imported network fed RGB [0, 1] computes
+    YOLOX's FPN maps and raw head output on the BGR 0-255 image (``--input-order bgr``)."""
+    if not (YOLOX_SOURCE / "yolox" / "models" / "yolo_head.py").is_file():
+        pytest.skip(f"YOLOX's source not found at {YOLOX_SOURCE} (set DARKNETPY_YOLOX_SRC)")
+    standin = SHARED / "tools" / "torchvision-standin"  # YOLOX's utils import torchvision
+    run = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, str(YOLOX_SOURCE), str(standin),
+                          json.dumps(spec)], capture_output=True, text=True, check=False,
+                         cwd=Path(__file__).parents[2])
+    assert run.returncode == 0, run.stderr[-2000:]
+    errors = json.loads(run.stdout.splitlines()[-1])
+    assert max(errors) < 1e-4, errors
