@@ -1,10 +1,17 @@
 """One training sample of the YOLOv8 or YOLOX recipe: settings, stage, and the step chains.
 
-:func:`build_modern_sample` is what the loader calls for each image slot of a training iteration
-when the cfg's ``[net] recipe=`` is ``yolov8`` or ``yolox`` (:class:`ModernAugment` holds the
-settings, filled from ``[net]`` by the trainer; :data:`KIND_DEFAULTS` are the references' own
-defaults). It returns what the Darknet path returns for a slot: a uint8 ``(h, w, 3)`` RGB network
-input and float32 ``(max_boxes, 5)`` truth rows ``x, y, w, h, class`` relative, zero-padded.
+:func:`build_modern_sample` builds one image slot of a training iteration when the cfg's
+``[net] recipe=`` is ``yolov8`` or ``yolox`` (``darknetpy.training.recipe_data`` calls it;
+:class:`ModernAugment` holds the settings, filled from ``[net]`` by the trainer;
+:data:`KIND_DEFAULTS` are the references' own defaults). It returns what the Darknet path returns
+for a slot: a uint8 ``(h, w, 3)`` RGB network input and float32 ``(max_boxes, 5)`` truth rows
+``x, y, w, h, class`` relative, zero-padded.
+
+The slot's first image is given (an epoch-shuffled order: :func:`sample_index`); the other images
+of a mosaic or mixup are drawn uniformly from the source with the slot's generator, as YOLOX and
+ultralytics with a RAM cache do (without one, ultralytics draws them from its buffer of recently
+loaded images). Each step draws from the one generator: the distributions are the references',
+the random streams are not.
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from .yolox import fit_image, train_transform, yolox_mixup, yolox_mosaic, yolox_
 __all__ = [
     "KINDS",
     "KIND_DEFAULTS",
+    "FitCache",
     "ModernAugment",
     "SampleSource",
     "Stage",
     "build_modern_sample",
-    "FitCache",
     "sample_index",
 ]
 
@@ -65,9 +72,9 @@ class ModernAugment:
         flipud_prob: up-down flip probability (ultralytics ``flipud``; yolov8 only).
         mixup_scale: YOLOX's mixup jitter range.
         max_boxes: truth rows per image (YOLOX ``max_labels``).
-        close_mosaic_iteration: from this loader iteration on (1-based, as
-            :meth:`TrainLoader.get` numbers them) no mosaic and no mixup (ultralytics
-            ``close_mosaic``, YOLOX ``no_aug_epochs``); 0: never.
+        close_mosaic_iteration: from this training iteration on (1-based: iteration k is the
+            batch trained while the count goes from k-1 to k) no mosaic and no mixup
+            (ultralytics ``close_mosaic``, YOLOX ``no_aug_epochs``); 0: never.
     """
 
     kind: str
