@@ -340,15 +340,34 @@ RECIPE_NOTES = (
 )
 
 
+# [net] keys of exps/default/yolox_{nano,tiny}.py that differ from yolox_base.py (mosaic_scale,
+# enable_mixup, mosaic_prob); their random_size (10, 20) multi-scale training is not reproduced.
+EXP_NET: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "nano": MappingProxyType({"mosaic_prob": 0.5, "mixup_prob": 0, "scale_range": "0.5,1.5"}),
+    "tiny": MappingProxyType({"mixup_prob": 0, "scale_range": "0.5,1.5"}),
+})
+
+
+def _exp_note(name: str) -> tuple[str, ...]:
+    if name not in EXP_NET:
+        return ()
+    keys = " ".join(f"{k}={v}" for k, v in EXP_NET[name].items())
+    return (f"From exps/default/yolox_{name}.py: {keys}.",)
+
+
 def standard_cfg(name: str, *, classes: int = 80, size: int | None = None, batch: int = 64,
                  epochs: int = 300, title: str | None = None, notes: Sequence[str] = (),
                  net: Mapping[str, object] | None = None) -> str:
-    """The cfg of YOLOX-``name`` (:data:`YOLOX_SIZES`) with the YOLOX training recipe, as
-    ``cfg/yolox-<name>.cfg`` holds it (COCO: 80 classes, the exp's input size, 300 epochs)."""
+    """The cfg of YOLOX-``name`` (:data:`YOLOX_SIZES`) with the YOLOX training recipe and the exp's
+    own augmentation settings (:data:`EXP_NET`), as ``cfg/yolox-<name>.cfg`` holds it (COCO: 80
+    classes, the exp's input size, 300 epochs); ``letter_box=1``: evaluation keeps the aspect ratio,
+    as YOLOX's ValTransform does."""
     spec = YOLOX_SIZES[name]
-    keys: dict[str, object] = {"recipe": "yolox", "epochs": epochs, **(net or {})}
+    keys: dict[str, object] = {"letter_box": 1, "recipe": "yolox", "epochs": epochs,
+                               **EXP_NET.get(name, {}), **(net or {})}
     layout = yolox_layout(spec.depth, spec.width, classes, spec.depthwise, size=size or spec.size,
-                          net=keys, title=title or f"YOLOX-{name}", notes=(*notes, *RECIPE_NOTES),
+                          net=keys, title=title or f"YOLOX-{name}",
+                          notes=(*notes, *RECIPE_NOTES, *_exp_note(name)),
                           batch=batch)
     return layout.cfg_text
 
