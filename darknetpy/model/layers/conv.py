@@ -4,6 +4,10 @@
 
 Also the helpers every layer module shares: C integer division, the "must output an image" check,
 darknet's batch-norm module and the antialiasing blur.
+
+One key is darknetpy's own: ``bn_eps`` (with ``batch_normalize=1``), the batch norm's eps, for networks
+imported from frameworks whose batch norm differs from Darknet's 1e-5 (ultralytics YOLOv8 and YOLOX use
+1e-3). Without it a layer is Darknet's, bit for bit.
 """
 
 from __future__ import annotations
@@ -90,11 +94,12 @@ def require_image(opts: Options, shape: Shape, what: str) -> None:
         )
 
 
-def batch_norm(channels: int, dims: int = 2) -> nn.Module:
-    """Darknet's batch norm: eps 1e-5, running-average factor 0.01 (the GPU reference), and darknet's
-    initial values: scales 1, biases 0, **rolling mean and variance 0** (``make_convolutional_layer``)."""
+def batch_norm(channels: int, dims: int = 2, eps: float = BN_EPS) -> nn.Module:
+    """Darknet's batch norm: eps 1e-5 (``eps``: the ``bn_eps`` key), running-average factor 0.01 (the
+    GPU reference), and darknet's initial values: scales 1, biases 0, **rolling mean and variance 0**
+    (``make_convolutional_layer``)."""
     cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
-    bn = cls(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+    bn = cls(channels, eps=eps, momentum=BN_MOMENTUM)
     with torch.no_grad():
         bn.running_var.zero_()
     return bn
@@ -158,11 +163,13 @@ class ConvSpec:
     antialiasing: int
     xnor: bool
     flipped: bool
+    bn_eps: float = BN_EPS  # darknetpy's bn_eps key: the eps of sqrt(variance + eps)
 
 
 class Conv(DarknetLayer):
     """``[convolutional]``: conv, then batch norm (whose β is darknet's ``biases``) or a bias, then
-    the activation, then (``antialiasing``) a fixed blur carrying the stride.
+    the activation, then (``antialiasing``) a fixed blur carrying the stride. The batch norm's eps is
+    ``bn_eps`` (default Darknet's 1e-5) in training, inference and the folded weights alike.
 
     Parameters keep stable names, the state-dict contract: ``conv.weight``, ``conv.bias`` (no BN),
     ``bn.weight`` (γ, darknet's ``scales``), ``bn.bias`` (β), ``bn.running_mean``, ``bn.running_var``.
@@ -183,7 +190,7 @@ class Conv(DarknetLayer):
             padding=spec.padding * spec.dilation, dilation=spec.dilation, groups=spec.groups,
             bias=not spec.batch_normalize,
         )
-        self.bn = batch_norm(spec.filters) if spec.batch_normalize else None
+        self.bn = batch_norm(spec.filters, eps=spec.bn_eps) if spec.batch_normalize else None
         self._conv_out = conv_out or (out_shape.height, out_shape.width)
         if shared is not None:
             self.conv.weight = shared.conv.weight
@@ -370,6 +377,7 @@ def build_conv(opts: Options, ctx: BuildContext) -> Conv:
     batch_normalize = get_c_int(opts, "batch_normalize", 0) != 0
     if get_c_int(opts, "cbn", 0):  # cross-batch norm (GPU training only): plain batch norm here
         batch_normalize = True
+    bn_eps = _bn_eps(opts) if batch_normalize else BN_EPS  # without batch norm the key is unused
     xnor = opts.get_bool("xnor", False)
     flipped = opts.get_bool("flipped", False)
     _refuse(opts, ("binary",), "binary weights (binary=1) are not supported by darknetpy")
@@ -396,7 +404,7 @@ def build_conv(opts: Options, ctx: BuildContext) -> Conv:
             f"filters={filters}", "groups",
         )
     spec = ConvSpec(filters, size, stride_y, stride_x, padding, dilation, groups, batch_normalize,
-                    antialiasing, xnor, flipped)
+                    antialiasing, xnor, flipped, bn_eps)
     conv_stride_y, conv_stride_x = (1, 1) if antialiasing else (stride_y, stride_x)
     out_h = _conv_out(opts, in_shape.height, spec, conv_stride_y, "height")
     out_w = _conv_out(opts, in_shape.width, spec, conv_stride_x, "width")
@@ -417,6 +425,17 @@ def build_conv(opts: Options, ctx: BuildContext) -> Conv:
     check_count(opts, filters * conv_out[0] * conv_out[1], "the output before the blur", "filters")
     return allocate(opts, lambda: Conv(opts.section, ctx.index, in_shape, out, spec, activation,
                                        shared, conv_out), f"{nweights} weights")
+
+
+def _bn_eps(opts: Options) -> float:
+    """``bn_eps`` (darknetpy's key; Darknet has none): the batch norm's ``eps`` in
+    ``(x - mean) / sqrt(variance + eps)``, in training, inference, the folded weights and ONNX.
+    Absent: Darknet's own 1e-5 (``blas.c: normalize_cpu``). Imported models use their framework's
+    value (ultralytics and YOLOX: 1e-3)."""
+    eps = opts.get_float("bn_eps", BN_EPS)
+    if not (math.isfinite(eps) and eps > 0):
+        raise opts.error(f"bn_eps={eps} must be a positive number (Darknet's is 0.00001)", "bn_eps")
+    return eps
 
 
 def _refuse(opts: Options, keys: tuple[str, ...], message: str) -> None:
@@ -465,4 +484,7 @@ def _shared_layer(opts: Options, ctx: BuildContext, share_index: int, spec: Conv
     if o.batch_normalize != spec.batch_normalize:
         raise opts.error(f"share_index={share_index}: batch_normalize differs from {other.where()}",
                          "share_index")
+    if o.bn_eps != spec.bn_eps:
+        raise opts.error(f"share_index={share_index}: bn_eps differs from {other.where()} (the batch "
+                         "norm is shared)", "bn_eps")
     return other
