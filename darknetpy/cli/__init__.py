@@ -30,9 +30,9 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 # ---------------------------------------------------------------- parser
 def _groups() -> tuple:  # noqa: ANN202
-    from . import core, evaluation, import_yolox, infer, training
+    from . import core, evaluation, import_ultralytics, import_yolox, infer, training
 
-    return (core, infer, training, evaluation, import_yolox)
+    return (core, infer, training, evaluation, import_yolox, import_ultralytics)
 
 
 def build_parser() -> argparse.ArgumentParser:
