@@ -72,16 +72,18 @@ NET_COMMENT = """\
 recipe=yolov8 trains the ultralytics way (ultralytics 8.4.190 cfg/default.yaml): optimizer 'auto'
 (AdamW or SGD by the run's length), warm-up 3 epochs, linear lr decay to lrf 0.01, EMA 0.9999/2000,
 batch-norm momentum 0.03, mosaic closed for the last 10 epochs; every part is a [net] key (README,
-"Training recipes"). An epoch is ceil(train images / batch) iterations."""
+"Training recipes"). An epoch is ceil(train images / batch) iterations. letter_box=1: detect and map
+letterbox the image (grey padding) as ultralytics' validation does."""
 
 
 def net_section(width: int = 640, height: int = 640, channels: int = 3, *, batch: int = 16,
                 epochs: int = 100, extra: Sequence[tuple[str, object]] = ()) -> Section:
     """``[net]`` with the YOLOv8 training recipe (``recipe=yolov8``, ``darknetpy.training.recipes``;
-    ``epochs`` 100 and ``batch`` 16 as ultralytics' ``default.yaml``), then ``extra`` keys."""
+    ``epochs`` 100 and ``batch`` 16 as ultralytics' ``default.yaml``), ``letter_box=1`` (detect and map
+    letterbox as ultralytics' validation does), then ``extra`` keys."""
     keys: list[tuple[str, object]] = [
         ("batch", batch), ("subdivisions", 1), ("width", width), ("height", height),
-        ("channels", channels), ("recipe", "yolov8"), ("epochs", epochs), *extra,
+        ("channels", channels), ("letter_box", 1), ("recipe", "yolov8"), ("epochs", epochs), *extra,
     ]
     return Section("net", keys, NET_COMMENT)
 

@@ -89,7 +89,7 @@ def test_raccoon_cfg() -> None:
     head = net.layers[-1]
     assert head.section.name == "yolov8" and net.layers[head.sources[0]].out_shape.channels == 4 * REG_MAX + 1
     text = (REPO / "cfg" / "yolov8n-raccoon.cfg").read_text()
-    assert "recipe=yolov8" in text and "epochs=40" in text
+    assert "recipe=yolov8" in text and "epochs=40" in text and "letter_box=1" in text
 
 
 def cfg_variants() -> list[tuple[str, dict, object]]:
