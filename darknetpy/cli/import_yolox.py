@@ -1,4 +1,5 @@
-"""``import-yolox``: a YOLOX checkpoint as a Darknet cfg + ``.weights`` (:mod:`darknetpy.tools.import_yolox`)."""
+"""``import-yolox``: a YOLOX checkpoint as a Darknet cfg + ``.weights``
+(:mod:`darknetpy.tools.import_yolox`)."""
 
 from __future__ import annotations
 

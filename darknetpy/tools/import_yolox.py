@@ -1,4 +1,5 @@
-"""``darknetpy import-yolox``: a YOLOX checkpoint (Megvii-BaseDetection/YOLOX) as a cfg + ``.weights``.
+"""``darknetpy import-yolox``: a YOLOX checkpoint (Megvii-BaseDetection/YOLOX) as a cfg +
+``.weights``.
 
 The network is YOLOX written in Darknet sections (:mod:`darknetpy.tools.yolox_cfg`); every
 ``[convolutional]`` takes one YOLOX conv (+ batch norm) unchanged, except the stem, whose weights
@@ -221,7 +222,8 @@ def write_yolox(state: str | Path | Mapping[str, Tensor], out_cfg: str | Path,
     """
     for out in (out_cfg, out_weights):
         if isinstance(state, (str, Path)) and Path(out).resolve() == Path(state).resolve():
-            raise WeightsError(f"{out}: refusing to overwrite the input checkpoint; choose another name")
+            raise WeightsError(f"{out}: refusing to overwrite the input checkpoint; "
+                               "choose another name")
     cfg_text, tensors = import_yolox(state, depth, width, classes, depthwise, act, size=size,
                                      input_order=input_order, bn_eps=bn_eps)
     network = build_imported(cfg_text, tensors, path=out_cfg)

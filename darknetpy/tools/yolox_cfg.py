@@ -247,7 +247,8 @@ def yolox_layout(depth: float, width: float, classes: int, depthwise: bool = Fal
             a width YOLOX cannot build.
     """
     if act not in ACTIVATIONS:
-        raise UsageError(f"act={act!r} is not one of {', '.join(ACTIVATIONS)} (YOLOX's get_activation)")
+        raise UsageError(f"act={act!r} is not one of {', '.join(ACTIVATIONS)} "
+                         "(YOLOX's get_activation)")
     if classes < 1:
         raise UsageError(f"classes={classes}: need at least 1")
     if size < 32 or size % 32:
@@ -332,11 +333,11 @@ def yolox_layout(depth: float, width: float, classes: int, depthwise: bool = Fal
 
 RECIPE_NOTES = (
     "",
-    "recipe=yolox trains the YOLOX way (yolox/exp/yolox_base.py): SGD momentum 0.9 nesterov, lr 0.01",
-    "per 64 images, weight decay 5e-4 on weights only, 5 warm-up epochs (quadratic), cosine to 0.05x,",
-    "the last 15 epochs without mosaic/mixup and with the L1 box loss, EMA 0.9998, batch-norm",
-    "momentum 0.03; every part is a [net] key (README, \"Training recipes\"). An epoch is",
-    "ceil(train images / batch) iterations.",
+    "recipe=yolox trains the YOLOX way (yolox/exp/yolox_base.py): SGD momentum 0.9 nesterov,",
+    "lr 0.01 per 64 images, weight decay 5e-4 on weights only, 5 warm-up epochs (quadratic),",
+    "cosine to 0.05x, the last 15 epochs without mosaic/mixup and with the L1 box loss, EMA",
+    "0.9998, batch-norm momentum 0.03; every part is a [net] key (README, \"Training recipes\").",
+    "An epoch is ceil(train images / batch) iterations.",
 )
 
 

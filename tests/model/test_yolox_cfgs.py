@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from darknetpy.model.layers.base import Shape
 from darknetpy.model.network import Network
 from darknetpy.model.weights import WeightsHeader, read_weights, weights_bytes
+from darknetpy.tools.convert import checkpoint_to_weights, weights_to_checkpoint
 from darknetpy.tools.yolox_cfg import CFG_FILES, YOLOX_SIZES, standard_cfg, yolox_layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,8 @@ def test_cfg_file_is_the_writers_output(name: str) -> None:
 
 @pytest.mark.parametrize("size", [5, 9, 13])
 def test_maxpool_is_yolox_spp_pool(size: int) -> None:
-    """``[maxpool] size=k stride=1`` (darknet's padding=size-1) is ``nn.MaxPool2d(k, 1, k // 2)``."""
+    """``[maxpool] size=k stride=1`` (darknet's padding=size-1) is
+    ``nn.MaxPool2d(k, 1, k // 2)``."""
     net = Network.from_text(f"[net]\nwidth=20\nheight=12\nchannels=2\n[maxpool]\nsize={size}\n"
                             "stride=1\n")
     x = torch.randn(1, 2, 12, 20, generator=torch.Generator().manual_seed(size))
@@ -96,3 +98,15 @@ def test_weights_round_trip_is_byte_exact(name: str, tmp_path: Path) -> None:
     assert weights_bytes(again, header) == original
     for key, value in net.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_tiny_weights_pt_weights(tmp_path: Path) -> None:
+    """``darknetpy convert``: .weights -> .pt -> .weights is byte-identical for a YOLOX cfg."""
+    cfg = CFG / "yolox-tiny.cfg"
+    net = Network.from_cfg(cfg, strict=True)
+    randomize(net, 1)
+    original = weights_bytes(net, WeightsHeader(0, 2, 5, 77))
+    (tmp_path / "a.weights").write_bytes(original)
+    weights_to_checkpoint(cfg, tmp_path / "a.weights", tmp_path / "a.pt")
+    checkpoint_to_weights(tmp_path / "a.pt", tmp_path / "b.weights")
+    assert (tmp_path / "b.weights").read_bytes() == original

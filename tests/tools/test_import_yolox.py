@@ -271,7 +271,8 @@ def test_cli_import_yolox_golden(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 # ------------------------------------------------------- other sizes, against YOLOX's own source
-YOLOX_SOURCE = Path(os.environ.get("DARKNETPY_YOLOX_SRC", Path(__file__).parents[3] / "ref" / "yolox"))
+YOLOX_SOURCE = Path(os.environ.get("DARKNETPY_YOLOX_SRC",
+                                   Path(__file__).parents[3] / "ref" / "yolox"))
 REFERENCE_SCRIPT = r'''
 import importlib, json, sys, types
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
