@@ -131,11 +131,12 @@ def yolox_mixup(
     if flip:
         cp = cv2.flip(cp, 1)
     oh, ow = cp.shape[:2]
-    padded = np.zeros((max(oh, th), max(ow, tw), 3), np.uint8)
-    padded[:oh, :ow] = cp
-    y_off = int(rng.integers(0, padded.shape[0] - th)) if padded.shape[0] > th else 0
-    x_off = int(rng.integers(0, padded.shape[1] - tw)) if padded.shape[1] > tw else 0
-    cropped = padded[y_off : y_off + th, x_off : x_off + tw]
+    y_off = int(rng.integers(0, oh - th)) if oh > th else 0
+    x_off = int(rng.integers(0, ow - tw)) if ow > tw else 0
+    # the reference pastes cp on a black canvas of at least th x tw and crops th x tw at the offset
+    cropped = np.zeros((th, tw, 3), np.uint8)
+    part = cp[y_off : y_off + th, x_off : x_off + tw]
+    cropped[: part.shape[0], : part.shape[1]] = part
     moved = other_boxes.copy()  # adjust_box_anns: scale, clip to the scaled canvas
     moved[:, [0, 2]] = np.clip(other_boxes[:, [0, 2]] * ratio, 0, ow)
     moved[:, [1, 3]] = np.clip(other_boxes[:, [1, 3]] * ratio, 0, oh)
