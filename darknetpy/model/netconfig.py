@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 from ..errors import CfgError
 from .cfg import Options, Section
+from .recipe_options import RecipeOptions, parse_recipe_options, recipe_default, recipe_name
 
 
 class Policy(Enum):
@@ -94,6 +95,8 @@ class NetConfig:
     loss_scale: float = 1.0
     label_smooth_eps: float = 0.0
     max_chart_loss: float = 20.0
+    # the YOLOv8/YOLOX training recipe (`recipe=`); None: Darknet's training (model/recipe_options.py)
+    recipe: RecipeOptions | None = None
 
     @property
     def mini_batch(self) -> int:
@@ -119,6 +122,7 @@ class NetConfig:
 
 def parse_net_options(opts: Options) -> NetConfig:
     """Typed ``[net]`` (``parser.c: parse_net_options``); leaves unused keys for the caller to report."""
+    recipe = recipe_name(opts)
     batch = opts.get_int("batch", 1)
     subdivisions = opts.get_int("subdivisions", 1)
     max_batches = opts.get_int("max_batches", 0)
@@ -143,9 +147,9 @@ def parse_net_options(opts: Options) -> NetConfig:
         height=opts.get_int("height", 0),
         channels=opts.get_int("channels", 0),
         time_steps=opts.get_int("time_steps", 1),
-        learning_rate=opts.get_float("learning_rate", 0.001),
-        momentum=opts.get_float("momentum", 0.9),
-        decay=opts.get_float("decay", 0.0001),
+        learning_rate=opts.get_float("learning_rate", recipe_default(recipe, "learning_rate", 0.001)),
+        momentum=opts.get_float("momentum", recipe_default(recipe, "momentum", 0.9)),
+        decay=opts.get_float("decay", recipe_default(recipe, "decay", 0.0001)),
         max_batches=max_batches,
         policy=policy,
         burn_in=opts.get_int("burn_in", 0),
@@ -179,6 +183,7 @@ def parse_net_options(opts: Options) -> NetConfig:
         loss_scale=opts.get_float("loss_scale", 1.0),
         label_smooth_eps=opts.get_float("label_smooth_eps", 0.0),
         max_chart_loss=opts.get_float("max_chart_loss", 20.0),
+        recipe=parse_recipe_options(opts, recipe),
     )
     opts.ignore(*IGNORED_NET_KEYS)
     if cfg.batch < 1 or cfg.subdivisions < 1:

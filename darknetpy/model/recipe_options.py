@@ -11,7 +11,7 @@ in the README's "Training recipes" table; the code that runs them is ``darknetpy
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -62,8 +62,9 @@ class RecipeOptions:
     ema_tau: float
     bn_momentum: float
     init: str  # darknet | torch
-    augment: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    # ModernAugment fields (darknetpy.data.modern) set in the cfg; the others keep the recipe's
+    augment: tuple[tuple[str, Any], ...] = ()
+    # (ModernAugment field, value) pairs set in the cfg (darknetpy.data.modern); the others keep the
+    # recipe's defaults. A tuple, so the options stay hashable and picklable.
 
 
 #: [net] augmentation keys of the modern recipes (darknetpy.data.modern.ModernAugment fields): how many
@@ -144,7 +145,7 @@ def parse_recipe_options(opts: Options, recipe: str) -> RecipeOptions | None:
         ema_tau=opts.get_float("ema_tau", d["ema_tau"]),
         bn_momentum=opts.get_float("bn_momentum", d["bn_momentum"]),
         init=opts.get_choice("init", INITS, d["init"]),
-        augment=MappingProxyType(_augment_keys(opts)),
+        augment=tuple(_augment_keys(opts).items()),
     )
     for key in ("lr_batch", "nominal_batch", "epochs", "no_aug_epochs", "close_mosaic"):
         if getattr(r, key) < 0:

@@ -31,8 +31,10 @@ from ..errors import DataError, TrainingError, UsageError
 from ..evaluation import evaluate
 from ..model.netconfig import NetConfig
 from ..model.network import Network
-from ..model.recipe_options import RecipeOptions
+from ..model.cfg import Options, read_cfg
+from ..model.recipe_options import RecipeOptions, recipe_name
 from ..model.weights import WeightsHeader, read_weights, write_weights
+from .chart import draw_chart
 from .checkpoint import (
     LoopState,
     StopRequest,
@@ -45,6 +47,7 @@ from .checkpoint import (
 from .multiscale import map_interval
 from .recipe_data import RecipeBatches
 from .recipe_init import init_from_scratch, set_recipe_bn_momentum
+from .result import TrainResult
 from .recipes import (
     RecipeEMA,
     RecipeSchedule,
@@ -57,7 +60,13 @@ from .recipes import (
     scaled_decay,
 )
 
-__all__ = ["RecipePlan", "plan_recipe", "train_recipe"]
+__all__ = ["RecipePlan", "is_recipe_cfg", "plan_recipe", "train_recipe"]
+
+
+def is_recipe_cfg(cfg: Path) -> bool:
+    """Whether ``cfg``'s first section sets ``recipe=yolov8|yolox`` (the full parse comes later)."""
+    sections = read_cfg(cfg)
+    return bool(sections) and recipe_name(Options(sections[0])) != "darknet"
 
 
 @dataclass(frozen=True)
@@ -131,11 +140,9 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
                  clear: bool = False, device: str = "cpu", seed: int | None = None,
                  max_batches: int | None = None, backup: str | Path | None = None,
                  map_epochs: int = 4, thresh: float = 0.25, iou_thresh: float = 0.5,
-                 strict: bool = False, progress: bool | None = None, cache: bool | None = None,
-                 **_ignored: Any) -> Any:
-    """Train a ``recipe=yolov8|yolox`` cfg (see the module docstring); returns a ``TrainResult``."""
-    from .train import TrainResult  # the shared result record (train.py dispatches here)
-
+                 strict: bool = False, cache: bool | None = None,
+                 chart: bool = True) -> TrainResult:
+    """Train a ``recipe=yolov8|yolox`` cfg (see the module docstring)."""
     dev = torch.device(device)
     init_seed = seed if seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(init_seed)
@@ -212,6 +219,12 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
             tmp.unlink(missing_ok=True)
         return value
 
+    def draw() -> None:
+        if chart:
+            draw_chart([backup_dir / "chart.png", backup_dir / f"chart_{base}.png"], loop.losses,
+                       loop.maps, max_batches=c.max_batches, max_chart_loss=c.max_chart_loss,
+                       title=f"{base}: iteration {loop.iteration}, avg loss {loop.avg_loss:.3f}")
+
     started, interrupted, last_saved = time.time(), False, None
     _set_l1(net, 0 < plan.close_mosaic_iteration <= loop.iteration + 1)
     batches = batches_src.iterate(loop.iteration + 1)
@@ -252,6 +265,7 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
                 if map and (loop.iteration % every_map == 0 or loop.iteration >= c.max_batches):
                     loop.last_map = evaluate_map()
                     loop.maps.append((loop.iteration, loop.last_map))
+                    draw()
                 if stop.signal is not None:
                     interrupted = True
                     last_saved = save("last")
@@ -262,6 +276,7 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
                 save("last")
                 last_saved = save("final", use_ema=True)
                 print(f"saved {last_saved} (EMA weights)", flush=True)
+                draw()
     finally:
         batches.close()
     seconds = time.time() - started
@@ -285,6 +300,7 @@ def _forward_backward(net: Network, images: torch.Tensor, truth: torch.Tensor, c
     for s in range(c.subdivisions):
         x = images[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
         t = truth[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
+        t = t[:, :max(1, int((t.abs().sum(-1) > 0).sum(1).max()))]  # padding rows cost TAL time
         heads = net.head_inputs(x)
         loss = net.compute_loss(heads, t)
         loss.total.backward()

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ from .checkpoint import (
 )
 from .multiscale import ResizePlan, map_interval, random_coef, random_size
 from .optim import DarknetEMA, DarknetOptimizer, frozen_layers, inference_layers
+from .recipe_loop import is_recipe_cfg, train_recipe
+from .result import TrainResult
 from .schedule import current_rate
 
 __all__ = ["AMP_DTYPES", "ResizePlan", "TrainResult", "TrainingError", "map_interval",
@@ -63,22 +65,6 @@ __all__ = ["AMP_DTYPES", "ResizePlan", "TrainResult", "TrainingError", "map_inte
 
 f32 = np.float32
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a run did. ``weights``: ``_final`` (``_last`` when interrupted)."""
-
-    iteration: int
-    weights: Path | None
-    backup: Path
-    best_map: float | None
-    losses: tuple[tuple[int, float], ...]  # (iteration, avg loss), the resumed history included
-    maps: tuple[tuple[int, float], ...]  # (iteration, mAP@0.5)
-    interrupted: bool
-    seconds: float
-    images_per_second: float
-    network: Network = field(repr=False, compare=False)
 
 
 def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, *,
@@ -112,9 +98,21 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
             CPU build: 0.1, [connected] 0.05) or ``"gpu"`` (its GPU build: 0.01); default: the
             build of the device trained on.
 
+    A cfg with ``[net] recipe=yolov8|yolox`` trains the ultralytics/YOLOX way instead
+    (:mod:`darknetpy.training.recipe_loop`).
+
     Raises:
         CfgError, DataError, WeightsError, UsageError: bad inputs. TrainingError: NaN loss.
     """
+    if is_recipe_cfg(Path(cfg)):
+        if gpus or amp != "off" or bn_momentum:
+            raise UsageError(f"{cfg}: --gpus, --amp and --bn-momentum are Darknet-recipe options; a "
+                             "recipe= cfg sets its batch-norm momentum with bn_momentum= in [net]")
+        return train_recipe(Path(cfg), Path(data), None if weights is None else Path(weights),
+                            map=map, clear=clear, device=device, seed=seed,
+                            max_batches=max_batches, backup=backup, map_epochs=map_epochs,
+                            thresh=thresh, iou_thresh=iou_thresh, strict=strict,
+                            cache=cache, chart=chart)  # fmt: skip
     ctx = D.setup(device, gpus)
     try:
         run = _prepare(ctx, Path(cfg), Path(data), None if weights is None else Path(weights),

@@ -247,15 +247,34 @@ def test_channel_origin_and_torch_init(tmp_path: Path) -> None:
     bn = net.layers[0].bn
     assert float(bn.running_var.min()) == 1.0 and bn.momentum == 0.03
     bound = 1 / math.sqrt(3 * 3 * 3)  # kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))
-    assert float(net.layers[0].conv.weight.abs().max()) <= bound
+    assert float(net.layers[0].conv.weight.detach().abs().max()) <= bound
 
 
 def test_augment_keys_and_darknet_key_warning() -> None:
     r = _recipe("recipe=yolov8\nmosaic_prob=0.5\nscale_range=0.6,1.4\nhsv_gains=0.01,0.5,0.3")
     assert dict(r.augment) == {"mosaic_prob": 0.5, "scale_range": (0.6, 1.4),
                                "hsv_gains": (0.01, 0.5, 0.3)}  # fmt: skip
-    assert _recipe().augment == {}
+    assert _recipe().augment == ()
     with pytest.raises(CfgError, match="scale_range= takes 2 numbers"):
         _recipe("recipe=yolov8\nscale_range=0.5")
     with pytest.warns(UserWarning, match=r"mosaic= has no effect under recipe=yolox; use mosaic_prob"):
         _recipe("recipe=yolox\nmosaic=1")
+
+
+def test_plan_raccoon_runs() -> None:
+    from darknetpy.model.netconfig import NetConfig
+    from darknetpy.training.recipe_loop import plan_recipe
+
+    v8 = NetConfig(batch=16, width=224, height=224, channels=3, learning_rate=0.01, momentum=0.937,
+                   decay=0.0005)  # fmt: skip
+    p = plan_recipe(v8, _recipe("recipe=yolov8\nepochs=40"), train_images=160, classes=1)
+    assert (p.epochs, p.epoch_iters, p.max_batches, p.accumulate) == (40, 10, 400, 4)
+    assert (p.optimizer, p.lr0, p.momentum, p.warmup_bias_lr) == ("adamw", 0.002, 0.9, 0.0)
+    assert p.decay == pytest.approx(5e-4) and p.close_mosaic_iteration == 301
+    yx = NetConfig(batch=16, width=224, height=224, channels=3, learning_rate=0.01, momentum=0.9,
+                   decay=0.0005)  # fmt: skip
+    p = plan_recipe(yx, _recipe("recipe=yolox\nepochs=40"), train_images=160, classes=1)
+    assert (p.optimizer, p.lr0, p.momentum, p.accumulate) == ("sgd", 0.0025, 0.9, 1)
+    assert p.decay == 5e-4 and p.close_mosaic_iteration == 241  # epochs 24.. without mosaic
+    p = plan_recipe(yx, _recipe("recipe=yolox\nepochs=40"), 160, 1, max_batches=20)
+    assert (p.epochs, p.max_batches) == (40, 20)  # the 40-epoch schedule, stopped at 20
