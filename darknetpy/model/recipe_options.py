@@ -25,18 +25,20 @@ INITS = MappingProxyType({"darknet": "darknet", "torch": "torch"})
 # Each recipe's defaults. learning_rate/momentum/decay are Darknet's own [net] keys: a recipe only
 # changes their defaults.
 RECIPE_DEFAULTS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType({
-    "yolov8": MappingProxyType(dict(  # ultralytics cfg/default.yaml
-        learning_rate=0.01, momentum=0.937, decay=0.0005, optimizer="auto", lr_batch=0, nesterov=True,
-        nominal_batch=64, epochs=0, warmup_epochs=3.0, warmup_bias_lr=0.1, warmup_momentum=0.8,
-        lr_schedule="linear", lrf=0.01, no_aug_epochs=0, close_mosaic=10, clip_grad=10.0,
-        ema_decay=0.9999, ema_tau=2000.0, bn_momentum=0.03, init="torch",
-    )),
-    "yolox": MappingProxyType(dict(  # YOLOX yolox/exp/yolox_base.py
-        learning_rate=0.01, momentum=0.9, decay=0.0005, optimizer="sgd", lr_batch=64, nesterov=True,
-        nominal_batch=0, epochs=0, warmup_epochs=5.0, warmup_bias_lr=0.0, warmup_momentum=0.9,
-        lr_schedule="yoloxwarmcos", lrf=0.05, no_aug_epochs=15, close_mosaic=16, clip_grad=0.0,
-        ema_decay=0.9998, ema_tau=2000.0, bn_momentum=0.03, init="torch",
-    )),
+    "yolov8": MappingProxyType({  # ultralytics cfg/default.yaml
+        "learning_rate": 0.01, "momentum": 0.937, "decay": 0.0005, "optimizer": "auto",
+        "lr_batch": 0, "nesterov": True, "nominal_batch": 64, "epochs": 0, "warmup_epochs": 3.0,
+        "warmup_bias_lr": 0.1, "warmup_momentum": 0.8, "lr_schedule": "linear", "lrf": 0.01,
+        "no_aug_epochs": 0, "close_mosaic": 10, "clip_grad": 10.0, "ema_decay": 0.9999,
+        "ema_tau": 2000.0, "bn_momentum": 0.03, "init": "torch",
+    }),
+    "yolox": MappingProxyType({  # YOLOX yolox/exp/yolox_base.py
+        "learning_rate": 0.01, "momentum": 0.9, "decay": 0.0005, "optimizer": "sgd",
+        "lr_batch": 64, "nesterov": True, "nominal_batch": 0, "epochs": 0, "warmup_epochs": 5.0,
+        "warmup_bias_lr": 0.0, "warmup_momentum": 0.9, "lr_schedule": "yoloxwarmcos", "lrf": 0.05,
+        "no_aug_epochs": 15, "close_mosaic": 16, "clip_grad": 0.0, "ema_decay": 0.9998,
+        "ema_tau": 2000.0, "bn_momentum": 0.03, "init": "torch",
+    }),
 })  # fmt: skip
 
 

@@ -29,9 +29,9 @@ from ..data.datafile import DataConfig, read_image_list, read_names
 from ..data.modern import ModernAugment
 from ..errors import DataError, TrainingError, UsageError
 from ..evaluation import evaluate
+from ..model.cfg import Options, read_cfg
 from ..model.netconfig import NetConfig
 from ..model.network import Network
-from ..model.cfg import Options, read_cfg
 from ..model.recipe_options import RecipeOptions, recipe_name
 from ..model.weights import WeightsHeader, read_weights, write_weights
 from .chart import draw_chart
@@ -47,7 +47,6 @@ from .checkpoint import (
 from .multiscale import map_interval
 from .recipe_data import RecipeBatches
 from .recipe_init import init_from_scratch, set_recipe_bn_momentum
-from .result import TrainResult
 from .recipes import (
     RecipeEMA,
     RecipeSchedule,
@@ -59,6 +58,7 @@ from .recipes import (
     resolve_length,
     scaled_decay,
 )
+from .result import TrainResult
 
 __all__ = ["RecipePlan", "is_recipe_cfg", "plan_recipe", "train_recipe"]
 

@@ -104,7 +104,7 @@ def test_lambda_factors() -> None:
 
 
 def test_yolox_warm_cos() -> None:
-    f = lambda i: R.yolox_warm_cos_lr(0.0025, 0.05, 400, 50, 0.0, 150, i)  # noqa: E731
+    f = lambda i: R.yolox_warm_cos_lr(0.0025, 0.05, 400, 50, 0.0, 150, i)
     assert f(0) == 0.0
     assert f(25) == pytest.approx(0.000625)  # quadratic: 0.0025 * (1/2)^2
     assert f(50) == pytest.approx(0.0025)
@@ -188,8 +188,8 @@ def test_ema_ramp_and_update() -> None:
     d = ema.update()
     assert d == pytest.approx(R.ema_decay(0.9999, 2000, 1))
     assert ema.shadow[0] == pytest.approx(d * start_w + (1 - d) * 2.0)
-    var = ema.shadow[[i for i, t in enumerate(ema.tensors) if t is net[1].running_var or
-                      t.data_ptr() == net[1].running_var.data_ptr()][0]]  # fmt: skip
+    var = ema.shadow[next(i for i, t in enumerate(ema.tensors) if t is net[1].running_var or
+                      t.data_ptr() == net[1].running_var.data_ptr())]  # fmt: skip
     assert float(var) == pytest.approx(d * 1.0 + (1 - d) * 3.0)  # BN buffers are averaged too
     with ema.swapped():
         assert float(net[0].weight.detach()) == pytest.approx(float(ema.shadow[0]))
