@@ -114,9 +114,8 @@ def quiet_weights(net: Network) -> Network:
 
 
 def raccoon_photos(n: int) -> list[Path]:
-    """The first ``n`` embedded raccoon photos, by number (skips when data/raccoon is missing)."""
-    if not (RACCOON / "obj").is_dir():
-        pytest.skip("the embedded dataset data/raccoon is missing")
+    """The first ``n`` embedded raccoon photos, by number (data/raccoon is part of the repository)."""
+    assert (RACCOON / "obj").is_dir(), f"{RACCOON}/obj: the embedded dataset is missing"
     return [RACCOON / "obj" / f"raccoon-{i}.jpg" for i in range(1, n + 1)]
 
 
@@ -219,12 +218,11 @@ SHARED_RACCOON = SHARED / "datasets" / "raccoon"  # full size: what golden/train
 
 
 def trained_raccoon(*required: str) -> Path:
-    """golden/trained-raccoon, Darknet's network trained on ``SHARED_RACCOON``; skips when
-    ../shared or one of the ``required`` files of the folder is missing."""
+    """golden/trained-raccoon, Darknet's network trained on ``SHARED_RACCOON``; skips when ../shared
+    is missing, fails when ../shared is there without one of the ``required`` files of the folder."""
     folder = require_shared() / "golden" / "trained-raccoon"
     missing = [name for name in required if not (folder / name).is_file()]
-    if missing:
-        pytest.skip(f"golden/trained-raccoon/{missing[0]} not present")
+    assert not missing, f"{folder}/{missing[0]} missing from ../shared"
     return folder
 
 

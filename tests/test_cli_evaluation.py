@@ -27,8 +27,7 @@ NAMES = ("car", "person")
 def _raccoon() -> tuple[Path, Path]:
     """The golden folder and the full-size raccoon .data (the repo's data/raccoon is downscaled)."""
     folder, data = trained_raccoon("map.json"), SHARED_RACCOON / "raccoon.data"
-    if not data.is_file():
-        pytest.skip("datasets/raccoon not present")
+    assert data.is_file(), f"{data} missing from ../shared"
     return folder, data
 
 

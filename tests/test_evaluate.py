@@ -353,7 +353,6 @@ def test_voc_results_text() -> None:
 def raccoon() -> tuple[Metrics, dict]:
     """evaluate() on golden/trained-raccoon (Darknet's `detector map -thresh 0.05` in map.json)."""
     folder = trained_raccoon("map.json")
-    pytest.importorskip("darknetpy.inference.postprocess", reason="Network.detect not available yet")
     from darknetpy.evaluation import evaluate
 
     data = SHARED_RACCOON / "raccoon.data"
@@ -403,7 +402,6 @@ def test_trained_raccoon_metrics_json(raccoon: tuple[Metrics, dict], tmp_path: P
 
 def test_valid_writes_darknet_coco_results(tmp_path: Path) -> None:
     folder = trained_raccoon("net.weights")
-    pytest.importorskip("darknetpy.inference.postprocess", reason="Network.detect not available yet")
     from darknetpy.evaluation import validate
 
     evalset = raccoon_eval_set(tmp_path, data={"eval": "coco", "results": tmp_path / "res"})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from darknetpy import Network, WeightsError, WeightsHeader
 from darknetpy.model.weights import read_header, read_weights, weights_bytes, write_weights
@@ -105,13 +106,26 @@ def test_not_a_weights_file(tmp_path: Path) -> None:
         read_header(tmp_path / "missing.weights")
 
 
-def test_dontload_layers_consume_no_bytes(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_dontload_layer_consumes_no_bytes_and_keeps_its_values(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Darknet's ``load_weights_upto`` skips a ``dontload`` layer without reading: the file holds the
+    other layers back to back, those load, and the skipped layer keeps the values it had."""
     text = TINY.replace("filters=6\n", "filters=6\ndontload=1\n")
     net = Network.from_text(text)
-    skipped = net.layers[1].darknet_byte_count()
-    data = _random_weights(tmp_path / "in.weights", net, rng)
-    (tmp_path / "short.weights").write_bytes(data[: len(data) - skipped])
-    Network.from_text(text).load_weights(tmp_path / "short.weights")
+    first, skipped = (net.layers[i].darknet_byte_count() for i in (0, 1))
+    assert skipped > 0
+    header = WeightsHeader()
+    body = rng.standard_normal((first + net.layers[2].darknet_byte_count()) // 4).astype("<f4").tobytes()
+    (tmp_path / "short.weights").write_bytes(header.to_bytes() + body)
+    kept = {k: v.clone() for k, v in net.layers[1].state_dict().items()}
+    before = weights_bytes(net, header)[header.size:]
+    net.load_weights(tmp_path / "short.weights")
+    for name, tensor in net.layers[1].state_dict().items():
+        assert torch.equal(tensor, kept[name]), name
+    after = weights_bytes(net, header)[header.size:]  # saving writes every layer, dontload or not
+    assert after[:first] == body[:first]  # layer 0 loaded
+    assert after[first:first + skipped] == before[first:first + skipped]  # layer 1 untouched
+    assert after[first + skipped:] == body[first:]  # layer 2 loaded from where layer 0 ended
+    assert before[:first] != body[:first] and before[first + skipped:] != body[first:]
 
 
 def test_write_is_atomic_and_keeps_the_old_file_on_failure(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -185,8 +199,19 @@ def test_dontloadscales_reads_no_bn_statistics(tmp_path: Path, rng: np.random.Ge
     assert count * 4 == sum(layer.darknet_byte_count() for layer in net.layers) - 12 * filters
     values = rng.standard_normal(count).astype("<f4")
     (tmp_path / "w.weights").write_bytes(WeightsHeader().to_bytes() + values.tobytes())
-    gamma = net.layers[0].bn.weight.detach().clone()
+    bn = net.layers[0].bn
+    with torch.no_grad():  # values no file holds, so that "kept" cannot pass by coincidence
+        bn.weight.uniform_(2, 3)
+        bn.running_mean.uniform_(4, 5)
+        bn.running_var.uniform_(6, 7)
+    kept = {name: getattr(bn, name).detach().clone() for name in ("weight", "running_mean", "running_var")}
     net.load_weights(tmp_path / "w.weights")
-    assert np.array_equal(net.layers[0].bn.bias.detach().numpy(), values[:filters])  # beta read
-    assert np.array_equal(net.layers[0].bn.weight.detach().numpy(), gamma.numpy())  # gamma kept
-    assert np.array_equal(net.layers[0].conv.weight.detach().numpy().ravel(), values[filters:filters + 8 * 27])
+    assert np.array_equal(bn.bias.detach().numpy(), values[:filters])  # beta read
+    for name, before in kept.items():  # gamma, mean and variance neither read nor changed
+        assert torch.equal(getattr(bn, name), before), name
+    conv = filters + 8 * 27
+    assert np.array_equal(net.layers[0].conv.weight.detach().numpy().ravel(), values[filters:conv])
+    # the other layers loaded from where layer 0's short record ended (saving writes them as read)
+    read0, full0 = net.layers[0].darknet_read_byte_count(), net.layers[0].darknet_byte_count()
+    assert read0 == 4 * conv and full0 == read0 + 12 * filters
+    assert weights_bytes(net)[WeightsHeader().size + full0:] == values[conv:].tobytes()

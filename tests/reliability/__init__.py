@@ -14,26 +14,6 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
-LAYERS = REPO / "darknetpy" / "layers"
-
-
-def placeholder_modules() -> list[str]:
-    """Layer modules still holding the "Placeholder: being written" stub."""
-    out = []
-    for path in sorted(LAYERS.glob("*.py")):
-        head = path.read_text(encoding="utf-8", errors="replace")[:200]
-        if "Placeholder" in head:
-            out.append(path.name)
-    return out
-
-
-def require_builders() -> None:
-    """Skip when the layer builders have not landed yet."""
-    import pytest
-
-    missing = placeholder_modules()
-    if missing:
-        pytest.skip(f"layer builders not written yet ({', '.join(missing)} are placeholders)")
 
 
 def load_bench(name: str) -> ModuleType:

@@ -21,9 +21,13 @@ import cv2
 import numpy as np
 import pytest
 
+from darknetpy.data import datafile as datafile_mod
+from darknetpy.data import loader as loader_mod
 from darknetpy.errors import DarknetpyError, DataError
+from darknetpy.inference import inference_model
+from darknetpy.training import train as train_mod
 
-from ..conftest import SHARED, SKIP_REASON, make_tiny_run, quiet_weights, tiny_cfg
+from ..conftest import SHARED, make_tiny_run, quiet_weights, require_shared, tiny_cfg
 
 RACCOON = SHARED / "datasets" / "raccoon"
 CLASSES = 1
@@ -45,8 +49,8 @@ class BrokenDataset:
 
 
 def _raccoon_photos(n: int) -> list[Path]:
-    if not RACCOON.is_dir():
-        pytest.skip(SKIP_REASON)
+    require_shared()
+    assert RACCOON.is_dir(), f"{RACCOON} missing from ../shared"
     photos = sorted((RACCOON / "obj").glob("*.jpg"), key=lambda p: int(p.stem.split("-")[1]))
     return photos[:n]
 
@@ -215,7 +219,6 @@ def test_each_broken_label_file_is_read_and_counted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["single", "mosaic", "mixup"])
 def test_loader_skips_and_counts_bad_images_and_never_stops(tmp_path: Path, mode: str) -> None:
-    loader_mod = pytest.importorskip("darknetpy.data.loader")
     data = build_broken_dataset(tmp_path / "ds")
     aug = _aug(mosaic=mode == "mosaic", mixup=int(mode == "mixup"))
     loader = loader_mod.build_train_loader(data.images, aug, batch=16, workers=0, seed=3)
@@ -242,7 +245,6 @@ def test_loader_skips_and_counts_bad_images_and_never_stops(tmp_path: Path, mode
 
 
 def test_loader_with_cache_counts_bad_images_up_front(tmp_path: Path) -> None:
-    loader_mod = pytest.importorskip("darknetpy.data.loader")
     data = build_broken_dataset(tmp_path / "ds")
     loader = loader_mod.build_train_loader(data.images, _aug(), batch=8, workers=0, seed=0, cache=True)
     assert set(loader.summary().bad_images) == data.bad_images
@@ -251,7 +253,6 @@ def test_loader_with_cache_counts_bad_images_up_front(tmp_path: Path) -> None:
 
 
 def test_loader_workers_report_bad_images_to_the_summary(tmp_path: Path) -> None:
-    loader_mod = pytest.importorskip("darknetpy.data.loader")
     data = build_broken_dataset(tmp_path / "ds", good=4)
     loader = loader_mod.build_train_loader(data.images, _aug(), batch=16, workers=2, seed=5)
     batches = list(loader.iterate(start=1, stop=9, size=(64, 64)))
@@ -267,7 +268,6 @@ def test_loader_workers_report_bad_images_to_the_summary(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_every_image_bad_stops_with_a_data_error(tmp_path: Path, cache: bool) -> None:
-    loader_mod = pytest.importorskip("darknetpy.data.loader")
     data = build_broken_dataset(tmp_path / "ds")
     bad = sorted(data.bad_images)
     with pytest.raises(DataError, match=r"every one of the \d+ training images is unusable"):
@@ -276,7 +276,6 @@ def test_every_image_bad_stops_with_a_data_error(tmp_path: Path, cache: bool) ->
 
 
 def test_a_single_good_image_among_bad_ones_is_enough(tmp_path: Path) -> None:
-    loader_mod = pytest.importorskip("darknetpy.data.loader")
     data = build_broken_dataset(tmp_path / "ds")
     listing = sorted(data.bad_images) + [data.good[0]]
     loader = loader_mod.build_train_loader(listing, _aug(), batch=4, workers=0, seed=0)
@@ -286,23 +285,18 @@ def test_a_single_good_image_among_bad_ones_is_enough(tmp_path: Path) -> None:
 
 
 def test_image_list_with_blank_lines_and_missing_list(tmp_path: Path) -> None:
-    datafile = pytest.importorskip("darknetpy.data.datafile")
     data = build_broken_dataset(tmp_path / "ds", good=3)
     listing = _write_list(data)
     listing.write_text("\n\n" + listing.read_text() + "\n   \n")
-    paths = datafile.read_image_list(listing)
+    paths = datafile_mod.read_image_list(listing)
     assert len(paths) == len(data.images)
     with pytest.raises(DataError):
-        datafile.read_image_list(tmp_path / "nope.txt")
-    (tmp_path / "empty.txt").write_text("")
-    try:
-        empty = datafile.read_image_list(tmp_path / "empty.txt")
-    except DataError:
-        return
-    assert empty == []
+        datafile_mod.read_image_list(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(DataError, match=r"empty\.txt holds no image path"):
+        datafile_mod.read_image_list(tmp_path / "empty.txt")
     with pytest.raises(DataError):
-        pytest.importorskip("darknetpy.data.loader").build_train_loader(
-            empty, _aug(), batch=2, workers=0, seed=0)
+        loader_mod.build_train_loader([], _aug(), batch=2, workers=0, seed=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,7 +315,6 @@ def _train_files(root: Path, images: list[Path]) -> tuple[Path, Path]:
 @pytest.mark.parametrize("cache", [False, True])
 def test_training_on_a_broken_dataset_skips_counts_and_prints_a_summary(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: bool) -> None:
-    train_mod = pytest.importorskip("darknetpy.training.train")
     data = build_broken_dataset(tmp_path / "ds", good=6)
     cfg, datafile = _train_files(tmp_path, data.images)
     result = train_mod.train(cfg, datafile, seed=4, progress=False, chart=False, workers=0,
@@ -339,7 +332,6 @@ def test_training_on_a_broken_dataset_skips_counts_and_prints_a_summary(
 
 @pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
 def test_training_with_every_image_bad_stops_with_a_data_error(tmp_path: Path) -> None:
-    train_mod = pytest.importorskip("darknetpy.training.train")
     data = build_broken_dataset(tmp_path / "ds", good=1)
     cfg, datafile = _train_files(tmp_path, sorted(data.bad_images))
     with pytest.raises(DataError, match="every one of the"):
@@ -356,12 +348,10 @@ NUL_REASON = ("a path holding a NUL byte raises ValueError ('embedded null byte'
 
 
 def test_image_list_line_with_a_nul_byte_is_skipped(tmp_path: Path) -> None:
-    loader_mod = pytest.importorskip("darknetpy.data.loader")
-    datafile = pytest.importorskip("darknetpy.data.datafile")
     data = build_broken_dataset(tmp_path / "ds", good=3)
     listing = tmp_path / "list.txt"
     listing.write_bytes(b"obj/raccoon\x00-1.jpg\n" + "".join(f"{p}\n" for p in data.good[:2]).encode())
-    paths = datafile.read_image_list(listing)
+    paths = datafile_mod.read_image_list(listing)
     loader = loader_mod.build_train_loader(paths, _aug(), batch=8, workers=0, seed=0)
     for iteration in range(1, 4):
         loader.get(iteration, 64, 64)
@@ -403,7 +393,6 @@ def _predict_inputs(tmp_path: Path) -> dict[str, object]:
 
 
 def test_predict_on_odd_or_wrong_images_works_or_raises_a_darknetpy_error(tmp_path: Path) -> None:
-    inference = pytest.importorskip("darknetpy.inference.inference_model")
     import torch
 
     cfg = tmp_path / "t.cfg"
@@ -412,7 +401,7 @@ def test_predict_on_odd_or_wrong_images_works_or_raises_a_darknetpy_error(tmp_pa
     from darknetpy import Network
 
     quiet_weights(Network.from_text(TRAIN_CFG)).save_weights(tmp_path / "t.weights")
-    model = inference.load(cfg, tmp_path / "t.weights")
+    model = inference_model.load(cfg, tmp_path / "t.weights")
     outcomes: dict[str, str] = {}
     for name, image in _predict_inputs(tmp_path).items():
         try:

@@ -27,8 +27,7 @@ from darknetpy.cli import main
 from darknetpy.errors import DarknetpyError
 from darknetpy.model.weights import WeightsWarning, read_header, read_weights
 
-from ..conftest import GOLDEN, SKIP_REASON, golden_networks, quiet_weights, raccoon_photos, tiny_cfg
-from . import require_builders
+from ..conftest import GOLDEN, golden_networks, quiet_weights, raccoon_photos, require_shared, tiny_cfg
 
 SMALL = """[net]
 width=16
@@ -177,7 +176,6 @@ def cut_everywhere(path: Path, data: bytes, net: Network, lay: Layout, rng: np.r
 # ------------------------------------------------------------------------------------------------
 def test_small_network_cut_at_every_offset(tmp_path: Path, rng: np.random.Generator) -> None:
     """The small network: the file cut at *every* 4-byte offset after the header."""
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     lay = layout(net, WeightsHeader())
     data = random_file(tmp_path / "w.weights", net, rng)
@@ -195,7 +193,6 @@ def test_small_network_cut_at_every_offset(tmp_path: Path, rng: np.random.Genera
 
 
 def test_header_cut_short_or_garbage(tmp_path: Path, rng: np.random.Generator) -> None:
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     data = random_file(tmp_path / "w.weights", net, rng)
     path = tmp_path / "bad.weights"
@@ -224,7 +221,6 @@ def test_header_cut_short_or_garbage(tmp_path: Path, rng: np.random.Generator) -
 
 
 def test_extra_trailing_bytes(tmp_path: Path, rng: np.random.Generator) -> None:
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     data = random_file(tmp_path / "w.weights", net, rng)
     path = tmp_path / "long.weights"
@@ -249,7 +245,6 @@ def test_extra_trailing_bytes(tmp_path: Path, rng: np.random.Generator) -> None:
 def test_header_from_another_version(tmp_path: Path, rng: np.random.Generator,
                                      written: tuple[int, int, int], claimed: tuple[int, int, int]) -> None:
     """The body written after one header width, the version fields of the other: 4 bytes off."""
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     real = WeightsHeader(*written, seen=1234)
     data = random_file(tmp_path / "w.weights", net, rng, real)
@@ -272,7 +267,6 @@ def test_header_from_another_version(tmp_path: Path, rng: np.random.Generator,
 
 
 def test_four_bytes_off_hints_at_the_header_version(tmp_path: Path, rng: np.random.Generator) -> None:
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     data = random_file(tmp_path / "w.weights", net, rng, WeightsHeader(0, 2, 5, 7))
     path = tmp_path / "mixed.weights"
@@ -282,7 +276,6 @@ def test_four_bytes_off_hints_at_the_header_version(tmp_path: Path, rng: np.rand
 
 
 def test_unreadable_weights_paths(tmp_path: Path) -> None:
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     cases = {tmp_path / "missing.weights": "no such", tmp_path: "directory"}
     cfg = tmp_path / "given.cfg"  # a cfg (text) given as the weights file
@@ -300,9 +293,7 @@ def _golden() -> list[str]:
 
 
 def _cut_golden(name: str, tmp_path: Path, rng: np.random.Generator, sample: int | None) -> None:
-    if not GOLDEN.is_dir():
-        pytest.skip(SKIP_REASON)
-    require_builders()
+    require_shared()
     folder = GOLDEN / name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -343,9 +334,7 @@ def test_golden_weights_cut_at_every_layer_boundary(name: str, tmp_path: Path,
 
 def _wrong_cfg(per_weights: int | None, rng: np.random.Generator) -> None:
     """Golden .weights files with other golden cfgs: an error unless the sizes coincide."""
-    if not GOLDEN.is_dir():
-        pytest.skip(SKIP_REASON)
-    require_builders()
+    require_shared()
     names = golden_networks()
     nets: dict[str, Network] = {}
 
@@ -396,7 +385,6 @@ def test_golden_weights_paired_with_every_wrong_cfg(rng: np.random.Generator) ->
 
 def test_cli_prints_one_line_for_corrupt_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   rng: np.random.Generator) -> None:
-    require_builders()
     cfg = tmp_path / "small.cfg"
     cfg.write_text(SMALL)
     net = Network.from_text(SMALL, path=cfg)
@@ -413,7 +401,6 @@ def test_cli_prints_one_line_for_corrupt_weights(tmp_path: Path, capsys: pytest.
 def test_nothing_but_darknetpy_errors_escape_random_corruption(tmp_path: Path,
                                                                rng: np.random.Generator) -> None:
     """Random splices: drop, duplicate or insert byte ranges anywhere; only WeightsError escapes."""
-    require_builders()
     net = Network.from_text(SMALL, path="small.cfg")
     data = random_file(tmp_path / "w.weights", net, rng)
     path = tmp_path / "x.weights"
@@ -487,11 +474,9 @@ def test_extreme_weight_values_never_crash_detect(tmp_path: Path, kind: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A file full of NaN/inf (bit rot, a diverged run) or biases whose boxes under/overflow:
     detect draws and writes JSON without a crash (Darknet's degenerate boxes are kept)."""
-    pytest.importorskip("darknetpy.inference.inference_model")
     assert _detect(tmp_path, kind, capsys) == 0
     assert (tmp_path / "out.json").is_file() and list((tmp_path / "drawn").iterdir())
 
 
 def test_inf_box_does_not_crash_drawing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("darknetpy.inference.inference_model")
     assert _detect(tmp_path, "inf box", capsys) == 0

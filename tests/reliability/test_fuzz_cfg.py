@@ -32,8 +32,8 @@ from darknetpy.model.cfg import Options, parse_cfg, read_cfg
 from darknetpy.errors import DarknetpyError
 from darknetpy.model.netconfig import parse_net_options
 
-from ..conftest import SHARED, SKIP_REASON
-from . import REPO, address_space_limit, load_bench, require_builders
+from ..conftest import require_shared
+from . import REPO, address_space_limit, load_bench
 
 BENCH = REPO / "bench" / "fuzz_cfg.py"
 FUZZ_PATH = "fuzz/random.cfg"
@@ -334,7 +334,6 @@ def random_network(draw: st.DrawFn) -> str:
 def test_random_networks_build_or_fail_with_a_located_error() -> None:
     """700 random networks (fixed seed). Failures are collected by signature, each shrunk to a
     minimal reproducer (bench/fuzz_cfg.py's minimizer) and reported together."""
-    require_builders()
     fuzz = _fuzz()
     seen: Counter[str] = Counter()
     found: dict[str, str] = {}  # signature -> first failing text
@@ -391,9 +390,7 @@ def _check_report(report: dict) -> None:
 
 def test_mutation_fuzzer_over_golden_cfgs(tmp_path: Path) -> None:
     """~20 s: the golden networks (small versions of every official layer type), 250 mutants."""
-    if not (SHARED / "golden").is_dir():
-        pytest.skip(SKIP_REASON)
-    require_builders()
+    require_shared()
     report = _run_bench(tmp_path, "--golden-only", "--cases", "250", "--seed", "0",
                         timeout=400)
     outcomes = report["outcomes"]
@@ -407,9 +404,7 @@ def test_mutation_fuzzer_over_golden_cfgs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_mutation_fuzzer_over_every_shared_cfg(tmp_path: Path) -> None:
     """Every cfg of ../shared/cfg and ../shared/golden, 12 mutants each, with forward passes."""
-    if not (SHARED / "cfg").is_dir():
-        pytest.skip(SKIP_REASON)
-    require_builders()
+    require_shared()
     corpus = _fuzz().cfg_corpus()
     known = [arg for sig in KNOWN_CRASHES for arg in ("--known", sig)]
     report = _run_bench(tmp_path, "--cases", str(12 * len(corpus)), "--seed", "1", "--minimize",
@@ -445,7 +440,6 @@ def test_mutations_change_the_text_and_keep_reproducible() -> None:
 # 5. reproducers of the crashes found (strict xfail until fixed), and the fixed ones
 @pytest.mark.parametrize("case", sorted(FIXED_CRASHES))
 def test_fixed_crashes_stay_fixed(case: str) -> None:
-    require_builders()
     with address_space_limit(3.0):
         outcome = outcome_of(FIXED_CRASHES[case])
     assert outcome.kind in ("built", "cfg_error"), (outcome.kind, outcome.signature, outcome.detail)
@@ -461,7 +455,6 @@ class KnownCrash(AssertionError):
     pytest.param("", marks=pytest.mark.skip(reason="no known crash"))])
 def test_known_crash_reproducer(signature: str) -> None:
     """Fails (xfail) only with the recorded signature; fixed -> XPASS -> remove the entry."""
-    require_builders()
     text, where = KNOWN_CRASHES[signature]
     with address_space_limit(3.0):
         outcome = outcome_of(text)

@@ -22,6 +22,9 @@ import torch
 from darknetpy import Network
 from darknetpy.cli import build_parser, main
 from darknetpy.errors import DarknetpyError
+from darknetpy.inference.inference_model import load
+from darknetpy.training import checkpoint
+from darknetpy.training import train as train_mod
 
 from ..conftest import RACCOON, make_tiny_run, quiet_weights, tiny_cfg
 
@@ -91,13 +94,8 @@ def test_malicious_checkpoint_is_refused_by_the_library(files: dict[str, Path], 
             evil, files["cfg"].parent / "out.weights"),
         "Network.load_weights": lambda: Network.from_text(TINY).load_weights(evil),
     }
-    try:
-        from darknetpy.inference.inference_model import load
-    except ImportError:  # pragma: no cover - the inference API not written yet
-        pass
-    else:
-        calls["darknetpy.load(pt)"] = lambda: load(evil)
-        calls["darknetpy.load(cfg, pt)"] = lambda: load(files["cfg"], evil)
+    calls["darknetpy.load(pt)"] = lambda: load(evil)
+    calls["darknetpy.load(cfg, pt)"] = lambda: load(files["cfg"], evil)
     for name, call in calls.items():
         with pytest.raises(DarknetpyError) as info:
             call()
@@ -110,12 +108,9 @@ def test_malicious_checkpoint_is_refused_by_the_library(files: dict[str, Path], 
 def test_malicious_checkpoint_is_refused_by_the_cli(files: dict[str, Path], kind: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     evil, cfg, out = files[kind], files["cfg"], files["cfg"].parent / "out.weights"
-    commands = [["convert", str(evil), str(out)], ["convert", str(cfg), str(evil), str(out)]]
-    choices = _commands()
-    if "export" in choices:
-        commands.append(["export", str(cfg), str(evil), str(cfg.parent / "m.onnx")])
-    if "detect" in choices:
-        commands.append(["detect", str(cfg), str(evil), str(files["image"]), "--no-save"])
+    commands = [["convert", str(evil), str(out)], ["convert", str(cfg), str(evil), str(out)],
+                ["export", str(cfg), str(evil), str(cfg.parent / "m.onnx")],
+                ["detect", str(cfg), str(evil), str(files["image"]), "--no-save"]]
     for argv in commands:
         code = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
@@ -144,7 +139,6 @@ def test_the_good_checkpoint_still_loads(files: dict[str, Path]) -> None:
 
 def test_malicious_training_state_is_ignored_not_run(files: dict[str, Path]) -> None:
     """The exact-resume state beside a checkpoint is read safely: refused with a warning."""
-    checkpoint = pytest.importorskip("darknetpy.training.checkpoint")
     from darknetpy.model.weights import read_header
 
     weights = files["weights"]
@@ -157,7 +151,6 @@ def test_malicious_training_state_is_ignored_not_run(files: dict[str, Path]) -> 
 
 
 def test_training_resume_with_a_malicious_state_does_not_run_it(tmp_path: Path) -> None:
-    train_mod = pytest.importorskip("darknetpy.training.train")
     from .test_training_guards import QUIET, make_run
 
     cfg, data = make_run(tmp_path / "run", max_batches=2)
@@ -207,17 +200,14 @@ def _overwrite_cases(f: dict[str, Path]) -> dict[str, list[str]]:
         "partial out=./weights": ["partial", cfg, w, same_w, "1"],
         "partial out=symlink to weights": ["partial", cfg, w, str(link), "1"],
         "partial out=cfg": ["partial", cfg, w, cfg, "1"],
+        "export out=weights": ["export", cfg, w, w],
+        "export out=cfg": ["export", cfg, w, cfg],
+        "detect --json=image": ["detect", cfg, w, img, "--no-save", "--json", img],
+        "detect --json=weights": ["detect", cfg, w, img, "--no-save", "--json", w],
+        "detect --json=cfg": ["detect", cfg, w, img, "--no-save", "--json", cfg],
+        "detect --save-dir=image folder": ["detect", cfg, w, img, "--save-dir", str(f["image"].parent)],
     }
-    commands = _commands()
-    if "export" in commands:
-        cases["export out=weights"] = ["export", cfg, w, w]
-        cases["export out=cfg"] = ["export", cfg, w, cfg]
-    if "detect" in commands:
-        cases["detect --json=image"] = ["detect", cfg, w, img, "--no-save", "--json", img]
-        cases["detect --json=weights"] = ["detect", cfg, w, img, "--no-save", "--json", w]
-        cases["detect --json=cfg"] = ["detect", cfg, w, img, "--no-save", "--json", cfg]
-        cases["detect --save-dir=image folder"] = ["detect", cfg, w, img, "--save-dir",
-                                                   str(f["image"].parent)]
+    assert {argv[0] for argv in cases.values()} <= _commands()
     return cases
 
 
@@ -297,8 +287,6 @@ KNOWN_EVAL: dict[str, str] = {
 
 def test_evaluation_outputs_refuse_to_overwrite_an_input(files: dict[str, Path],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    if not {"map", "valid"} <= _commands():
-        pytest.skip("map/valid not written yet")
     cases, inputs = _eval_cases(files)
     outcomes = {}
     for name, argv in cases.items():
@@ -316,7 +304,5 @@ def test_evaluation_outputs_refuse_to_overwrite_an_input(files: dict[str, Path],
     "", marks=pytest.mark.skip(reason="no known case"))])
 def test_known_evaluation_overwrite(files: dict[str, Path], capsys: pytest.CaptureFixture[str],
                                     case: str) -> None:
-    if not {"map", "valid"} <= _commands():
-        pytest.skip("map/valid not written yet")
     cases, inputs = _eval_cases(files)
     assert _eval_outcome(cases[case], capsys, inputs) == "refused"

@@ -30,15 +30,13 @@ import pytest
 from darknetpy import Network
 from darknetpy.errors import DarknetpyError
 from darknetpy.model.weights import WeightsHeader, read_header, read_weights
+from darknetpy.training import checkpoint
+from darknetpy.training import train as train_mod
 
 from ..conftest import REPO, make_tiny_run, tiny_train_cfg
 
 QUIET = {"progress": False, "chart": False, "workers": 0}
 pytestmark = pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
-
-
-def _train_module():
-    return pytest.importorskip("darknetpy.training.train", reason="darknetpy/training/train.py not written yet")
 
 
 def make_run(root: Path, *, lr: str = "0.001", max_batches: int = 6, images: int = 8,
@@ -68,7 +66,6 @@ def _stray(folder: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # NaN / inf
 def test_nan_in_the_weights_stops_at_iteration_1_and_keeps_last(tmp_path: Path) -> None:
-    train_mod = _train_module()
     cfg, data = make_run(tmp_path, max_batches=2)
     good = train_mod.train(cfg, data, seed=0, **QUIET)  # leaves tiny_last (2) and tiny_final
     last = tmp_path / "backup" / "tiny_last.weights"
@@ -95,7 +92,6 @@ def test_nan_in_the_weights_stops_at_iteration_1_and_keeps_last(tmp_path: Path) 
 def test_diverging_learning_rate_stops_and_last_checkpoint_is_finite(tmp_path: Path, lr: str) -> None:
     """A huge learning rate makes the run diverge; it stops naming the iteration, and whatever
     _last it leaves behind holds only finite values."""
-    train_mod = _train_module()
     cfg, data = make_run(tmp_path, lr=lr, max_batches=40, savelast=1)
     with pytest.raises(train_mod.TrainingError) as info:
         train_mod.train(cfg, data, seed=0, **QUIET)
@@ -134,7 +130,6 @@ def _wait_for_iteration(proc: subprocess.Popen, n: int) -> list[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_last_and_exits_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    _train_module()
     cfg, data = make_run(tmp_path, savelast=1000)  # no periodic _last: only the signal writes it
     backup = tmp_path / "backup"
     proc = _start(cfg, data, backup)
@@ -154,8 +149,6 @@ def test_signal_saves_last_and_exits_cleanly(tmp_path: Path, sig: signal.Signals
 
 def test_second_ctrl_c_during_the_run_leaves_a_consistent_checkpoint(tmp_path: Path) -> None:
     """Two SIGINTs 0-50 ms apart, several times: whatever is on disk loads and pairs or is refused."""
-    train_mod = _train_module()
-    checkpoint = pytest.importorskip("darknetpy.training.checkpoint")
     rng = np.random.default_rng(11)
     cfg, data = make_run(tmp_path, savelast=1)
     backup = tmp_path / "backup"
@@ -183,7 +176,6 @@ def test_second_ctrl_c_during_the_run_leaves_a_consistent_checkpoint(tmp_path: P
             checkpoint.load_state(last, header)  # pairs or is refused, never raises
     assert not _stray(backup)
     print(f"double SIGINT: 2 runs, {noisy} printed a KeyboardInterrupt traceback at exit")
-    del train_mod
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,7 +271,6 @@ def test_sigkill_mid_save_leaves_a_complete_previous_or_new_file(tmp_path: Path,
 @pytest.mark.slow
 def test_sigkill_during_training_then_resume(tmp_path: Path) -> None:
     """kill -9 a training run at random moments; what is on disk always loads and resumes."""
-    train_mod = _train_module()
     rng = np.random.default_rng(2)
     cfg, data = make_run(tmp_path, savelast=1)
     backup = tmp_path / "backup"
@@ -319,7 +310,6 @@ def test_exact_resume_after_sigint_at_an_arbitrary_iteration(tmp_path: Path) -> 
 
     All three runs are CLI processes with the same thread count (float sums depend on it).
     """
-    _train_module()
     n = 8
     cfg, data = make_run(tmp_path, max_batches=n, savelast=1000)
     whole = _cli_train(cfg, data, tmp_path / "whole")
@@ -344,7 +334,6 @@ def test_exact_resume_after_sigint_at_an_arbitrary_iteration(tmp_path: Path) -> 
 
 def test_resume_with_a_damaged_state_file_falls_back_to_the_weights(tmp_path: Path) -> None:
     """A truncated or foreign .state.pt costs the exact resume, never the run."""
-    train_mod = _train_module()
     cfg, data = make_run(tmp_path, max_batches=2)
     first = train_mod.train(cfg, data, seed=1, **QUIET)
     state = first.weights.with_name(first.weights.name.rsplit(".", 1)[0] + ".state.pt")
@@ -358,7 +347,6 @@ def test_resume_with_a_damaged_state_file_falls_back_to_the_weights(tmp_path: Pa
 
 
 def test_training_inputs_that_are_not_there_are_darknetpy_errors(tmp_path: Path) -> None:
-    train_mod = _train_module()
     cfg, data = make_run(tmp_path)
     cases = {
         "missing cfg": (tmp_path / "nope.cfg", data, None),
