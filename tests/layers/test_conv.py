@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from darknetpy.model.cfg import Options, parse_cfg
 from darknetpy.errors import CfgError
 from darknetpy.model.layers.base import BuildContext, Shape
-from darknetpy.model.layers.conv import Conv, build_conv, set_bn_momentum
+from darknetpy.model.layers.common import set_bn_momentum
+from darknetpy.model.layers.conv import Conv, build_conv
 
 from . import network, run
 

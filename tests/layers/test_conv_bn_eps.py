@@ -15,7 +15,7 @@ from darknetpy.errors import CfgError
 from darknetpy.inference.inference_model import fuse_conv_batchnorm
 from darknetpy.model.cfg import CfgWarning
 from darknetpy.model.fastconv import packing_available, prepack_convolutions
-from darknetpy.model.layers.conv import BN_EPS
+from darknetpy.model.layers.common import BN_EPS
 from darknetpy.model.network import Network
 
 CFG = """\

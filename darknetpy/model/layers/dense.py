@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..cfg import Options, Section
 from .activation import Activation, ActivationPath, get_activation
 from .base import BuildContext, DarknetLayer, Shape
-from .conv import (
+from .common import (
     allocate,
     batch_norm,
     check_count,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..cfg import Options, Section
 from .activation import Activation, ActivationPath, get_activation
 from .base import BuildContext, DarknetLayer, Shape
-from .conv import checked_shape, get_c_int, require_image
+from .common import checked_shape, get_c_int, require_image
 
 
 def _references(opts: Options, ctx: BuildContext, key: str) -> tuple[int, ...]:

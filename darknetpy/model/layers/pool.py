@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..cfg import Options, Section
 from .base import BuildContext, DarknetLayer, Shape
-from .conv import blur_kernel, blur_out, c_div, checked_shape, get_c_int, require_image
+from .common import blur_kernel, blur_out, c_div, checked_shape, get_c_int, require_image
 
 FLT_MAX = float(torch.finfo(torch.float32).max)
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..cfg import Options, Section
 from .base import BuildContext, DarknetLayer, Shape
-from .conv import checked_shape, get_c_int, require_image
+from .common import checked_shape, get_c_int, require_image
 
 
 def space_to_depth(big: Tensor, stride: int) -> Tensor:
