@@ -142,7 +142,7 @@ def bench_prepare(model: dinf.InferenceModel, size: int, repeat: int) -> None:
     OpenCV's ``blobFromImage``."""
     import cv2
 
-    from darknetpy.data import image as dimg
+    from darknetpy.data import darknet_resize as dimg
 
     small = test_image()
     photos_ = {f"{small.shape[1]}x{small.shape[0]}": small,
@@ -152,7 +152,7 @@ def bench_prepare(model: dinf.InferenceModel, size: int, repeat: int) -> None:
         return dimg.resize_image(former_input(bgr), size, size)
 
     def numpy_steps(bgr: np.ndarray) -> np.ndarray:  # the same with the numpy resize_image
-        return dimg._resize_image_numpy(former_input(bgr), size, size)
+        return dimg.resize_image_numpy(former_input(bgr), size, size)
 
     rows = []
     for label, bgr in photos_.items():

@@ -2,8 +2,8 @@
 
 Reproduces Darknet's data side (spec §5.5, §8, §10); never imports the model.
 
-* :mod:`.image`: decoding (``load_image``), Darknet's ``resize_image`` / ``letterbox_image``,
-  :func:`prepare_test_input`.
+* :mod:`.image`: decoding (``load_image``), Darknet's ``letterbox_image``, :func:`prepare_test_input`;
+  :mod:`.darknet_resize`: Darknet's ``resize_image``.
 * :mod:`.datafile`: :class:`DataConfig`, :func:`read_names`, :func:`read_image_list`.
 * :mod:`.labels`: :func:`label_path`, :func:`read_labels`.
 * :mod:`.augment` (settings, draws, crop geometry), :mod:`.truth` (label boxes),
@@ -26,7 +26,8 @@ from ..lazy import lazy_attributes
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .augment import AugmentConfig
     from .datafile import DataConfig, DataWarning, read_image_list, read_names
-    from .image import letterbox_image, load_image, prepare_test_input, resize_image
+    from .darknet_resize import resize_image
+    from .image import letterbox_image, load_image, prepare_test_input
     from .labels import LabelReport, label_path, read_labels
     from .loader import Batch, DataSummary, TrainLoader, build_train_loader
 
@@ -41,7 +42,7 @@ _LAZY: MappingProxyType[str, str] = MappingProxyType(
         "letterbox_image": "image",
         "load_image": "image",
         "prepare_test_input": "image",
-        "resize_image": "image",
+        "resize_image": "darknet_resize",
         "LabelReport": "labels",
         "label_path": "labels",
         "read_labels": "labels",

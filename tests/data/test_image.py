@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from darknetpy.data.darknet_resize import resize_chw_kernel, resize_hwc_kernel, resize_image_numpy
 from darknetpy.data.image import (
-    _resize_image_numpy,
     letterbox_image,
     letterbox_size,
     load_image,
@@ -71,7 +71,7 @@ def reference_resize(im: np.ndarray, w: int, h: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("resize", [resize_image, _resize_image_numpy], ids=["numba", "numpy"])
+@pytest.mark.parametrize("resize", [resize_image, resize_image_numpy], ids=["numba", "numpy"])
 @pytest.mark.parametrize("size", [(7, 5, 13, 9), (13, 9, 7, 5), (16, 12, 5, 17), (1, 6, 4, 3),
                                   (6, 1, 3, 4), (31, 23, 31, 23), (40, 30, 11, 37)])
 def test_resize_image_matches_the_c_loops_bit_for_bit(size: tuple[int, ...], resize, rng) -> None:
@@ -94,14 +94,14 @@ def assert_same_bits(got: np.ndarray, expect: np.ndarray) -> None:
 
 def reference_prepare(image: np.ndarray, w: int, h: int, letter: bool,
                       channels=(0, 1, 2)) -> np.ndarray:
-    """prepare_test_input as it was written before the fused kernel, on _resize_image_numpy."""
+    """prepare_test_input as it was written before the fused kernel, on resize_image_numpy."""
     chw = to_chw_float(image[:, :, list(channels)])
     if not letter:
-        return _resize_image_numpy(chw, w, h)
+        return resize_image_numpy(chw, w, h)
     new_w, new_h = letterbox_size(chw.shape[2], chw.shape[1], w, h)
     boxed = np.full((chw.shape[0], h, w), 0.5, F32)
     dx, dy = (w - new_w) // 2, (h - new_h) // 2
-    boxed[:, dy : dy + new_h, dx : dx + new_w] = _resize_image_numpy(chw, new_w, new_h)
+    boxed[:, dy : dy + new_h, dx : dx + new_w] = resize_image_numpy(chw, new_w, new_h)
     return boxed
 
 
@@ -119,14 +119,14 @@ def test_compiled_resize_equals_numpy_reference(size, channels: int) -> None:
     iw, ih, w, h = size
     rng = np.random.default_rng([iw, ih, w, h, channels])
     im = (rng.standard_normal((channels, ih, iw)) * 3).astype(F32)
-    assert_same_bits(resize_image(im, w, h), _resize_image_numpy(im, w, h))
+    assert_same_bits(resize_image(im, w, h), resize_image_numpy(im, w, h))
 
 
 def test_compiled_resize_takes_2d_float64_and_strided_input(rng) -> None:
     im = rng.random((19, 23))  # (H, W) float64: cast to float32 first, as the reference does
-    assert_same_bits(resize_image(im, 11, 30), _resize_image_numpy(im, 11, 30))
+    assert_same_bits(resize_image(im, 11, 30), resize_image_numpy(im, 11, 30))
     strided = rng.random((3, 40, 60), dtype=F32)[:, ::3, ::-2]
-    assert_same_bits(resize_image(strided, 7, 9), _resize_image_numpy(strided, 7, 9))
+    assert_same_bits(resize_image(strided, 7, 9), resize_image_numpy(strided, 7, 9))
 
 
 def test_compiled_resize_keeps_signed_zeros_infinities_and_nans(rng) -> None:
@@ -135,7 +135,7 @@ def test_compiled_resize_keeps_signed_zeros_infinities_and_nans(rng) -> None:
     im[0, 8, 10], im[1, 0, 0] = -np.inf, np.float32(3e38)
     for w, h in [(11, 17), (23, 9), (5, 4), (11, 9), (1, 1)]:
         with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in both
-            expect = _resize_image_numpy(im, w, h)
+            expect = resize_image_numpy(im, w, h)
         assert_same_bits(resize_image(im, w, h), expect)
 
 
@@ -144,7 +144,7 @@ def test_compiled_resize_keeps_signed_zeros_infinities_and_nans(rng) -> None:
        channels=st.sampled_from([1, 3, 4]), seed=st.integers(0, 2**32 - 1))
 def test_compiled_resize_equals_numpy_reference_fuzzed(iw, ih, w, h, channels, seed) -> None:
     im = np.random.default_rng(seed).random((channels, ih, iw), dtype=F32)
-    assert_same_bits(resize_image(im, w, h), _resize_image_numpy(im, w, h))
+    assert_same_bits(resize_image(im, w, h), resize_image_numpy(im, w, h))
 
 
 @pytest.mark.parametrize("letter", [False, True], ids=["stretch", "letterbox"])
@@ -219,8 +219,6 @@ def test_resize_image_of_no_channels_is_empty() -> None:
 
 
 def test_kernels_are_compiled_once_whatever_the_callers_arrays(rng) -> None:
-    from darknetpy.data.image import _resize_chw_kernel, _resize_hwc_kernel
-
     frozen = rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)
     frozen.flags.writeable = False
     for image in (frozen, frozen[::2, ::-1], np.array(frozen)):
@@ -228,7 +226,7 @@ def test_kernels_are_compiled_once_whatever_the_callers_arrays(rng) -> None:
         prepare_test_input(image, 5, 6, True)
         resize_image(to_chw_float(image), 5, 6)
         resize_image(to_chw_float(image).astype(np.float64)[:, ::2], 5, 6)
-    assert len(_resize_hwc_kernel.signatures) == len(_resize_chw_kernel.signatures) == 1
+    assert len(resize_hwc_kernel.signatures) == len(resize_chw_kernel.signatures) == 1
 
 
 def test_resize_image_is_align_corners_not_opencv(rng) -> None:
