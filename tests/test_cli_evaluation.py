@@ -149,7 +149,7 @@ def test_valid_maps_image_and_category_ids(
 def test_recall_prints_darknet_cumulative_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from darknetpy.data.convert_datasets import label_path, read_boxes
+    from darknetpy.data.labels import label_path, read_boxes
 
     folder, _ = _raccoon()
     evalset = raccoon_eval_set(tmp_path)

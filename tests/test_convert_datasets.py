@@ -1,4 +1,4 @@
-"""darknetpy.data.convert_datasets: Darknet file reading, VOC/COCO conversion round trips, the checker."""
+"""VOC/COCO conversion round trips (data.convert_datasets), the checker (data.check), read_boxes."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from darknetpy.data.convert_datasets import (
-    check_dataset,
-    convert_coco,
-    convert_voc,
-    label_path,
-    read_boxes,
-    read_voc_annotation,
-)
+from darknetpy.data.check import check_dataset
+from darknetpy.data.convert_datasets import convert_coco, convert_voc, read_voc_annotation
+from darknetpy.data.labels import label_path, read_boxes
 from darknetpy.data.datafile import DataConfig, read_image_list, read_names
 from darknetpy.evaluation import difficult_label_paths
 

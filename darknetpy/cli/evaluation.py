@@ -1,9 +1,9 @@
 """``map``, ``valid``, ``recall``, ``calc_anchors``, ``check``, ``convert-voc``, ``convert-coco``.
 
 Each command turns its arguments into one call of :mod:`darknetpy.evaluation`,
-:mod:`darknetpy.tools.anchors` or :mod:`darknetpy.data.convert_datasets` and prints the result. Darknet's own
-forms (``darknetpy detector map DATA CFG WEIGHTS -points 11``) reach here translated by
-:mod:`darknetpy.cli` (``map CFG DATA WEIGHTS --points 11``).
+:mod:`darknetpy.tools.anchors`, :mod:`darknetpy.data.check` or :mod:`darknetpy.data.convert_datasets`
+and prints the result. Darknet's own forms (``darknetpy detector map DATA CFG WEIGHTS -points 11``)
+reach here translated by :mod:`darknetpy.cli` (``map CFG DATA WEIGHTS --points 11``).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def cmd_calc_anchors(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- datasets
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..data.convert_datasets import check_dataset
+    from ..data.check import check_dataset
 
     report = check_dataset(Path(args.data), read_images=not args.no_images)
     print(report.format(limit=args.limit))

@@ -14,12 +14,14 @@ stick out of the image are kept (Darknet clamps them) and counted as ``clipped``
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LABEL_DIR_SUBSTITUTIONS", "LABEL_EXTENSIONS", "LabelReport", "label_path", "read_labels"]
+__all__ = ["LABEL_DIR_SUBSTITUTIONS", "LABEL_EXTENSIONS", "LabelReport", "label_path", "read_boxes",
+           "read_labels"]
 
 #: ``replace_image_to_label``: (find, replace) pairs applied in this order, each to the FIRST
 #: occurrence only. There is deliberately no generic ``/images/ -> /labels/``.
@@ -176,3 +178,30 @@ def read_labels(path: str | Path, classes: int | None = None) -> tuple[np.ndarra
         clipped=clipped,
     )
     return boxes, report
+
+
+_C_INT = re.compile(r"[+-]?\d+")
+
+
+def read_boxes(path: str | Path) -> list[tuple[int, float, float, float, float]]:
+    """Label lines ``class x y w h`` as ``data.c: read_boxes`` reads them: unfiltered, as ``detector
+    map`` and ``calc_anchors`` read them (training filters them: :func:`read_labels`).
+
+    Values are read five at a time (``fscanf("%d %f %f %f %f")``) until one does not parse; a
+    missing file gives no boxes (Darknet logs it to ``bad.list``).
+    """
+    try:
+        tokens = Path(path).read_text(errors="replace").split()
+    except OSError:
+        return []
+    boxes = []
+    for i in range(0, len(tokens) - 4, 5):
+        if not _C_INT.fullmatch(tokens[i]):
+            break  # "%d" fails (or stops inside the token, misaligning the rest): Darknet stops
+        try:
+            x, y, w, h = (float(t) for t in tokens[i + 1 : i + 5])
+        except ValueError:
+            break
+        boxes.append((int(tokens[i]), x, y, w, h))
+    return boxes
+

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.convert_datasets import read_boxes
+from ..data.labels import read_boxes
 from ..data.datafile import DataConfig, resolve_path
 from ..data.labels import label_path
 from ..errors import DataError, UsageError

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.convert_datasets import read_boxes
+from ..data.labels import read_boxes
 from ..data.datafile import DataConfig, read_image_list, resolve_path
 from ..data.labels import label_path
 from ..errors import UsageError
