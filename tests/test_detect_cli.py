@@ -12,12 +12,8 @@ import numpy as np
 import pytest
 
 from darknetpy.cli import main
-from darknetpy.inference.detect_run import (
-    Source,
-    class_color,
-    ext_output_lines,
-    read_sources,
-)
+from darknetpy.inference.darknet_output import class_color, ext_output_lines
+from darknetpy.inference.sources import Source, read_sources
 from darknetpy.errors import DataError, UsageError
 from darknetpy.inference.inference_model import Box, Detection, Prediction
 

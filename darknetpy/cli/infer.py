@@ -19,7 +19,8 @@ from .argtypes import positive_int, probability
 
 # ---------------------------------------------------------------- detect
 def cmd_detect(args: argparse.Namespace) -> int:
-    from ..inference.detect_run import read_sources, run_detect
+    from ..inference.detect_run import run_detect
+    from ..inference.sources import read_sources
     from ..inference.inference_model import load
 
     if args.names and args.names_from_data:

@@ -1,0 +1,106 @@
+"""``darknetpy detect``'s inputs: image files, folders, image lists (darknet's ``detector test ... <
+list.txt``) and videos, expanded into :class:`Source` records in command-line order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO
+
+from ..errors import DataError, UsageError
+
+__all__ = ["IMAGE_SUFFIXES", "SOURCE_KINDS", "VIDEO_SUFFIXES", "Source", "read_sources"]
+
+#: File suffixes read as images (what OpenCV's imread decodes), compared lower-case.
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm",
+    ".pnm", ".sr", ".ras", ".exr", ".hdr", ".pic",
+})
+#: File suffixes read as videos with ``cv2.VideoCapture``.
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
+    ".ts", ".mts", ".m2ts", ".ogv",
+})
+SOURCE_KINDS = MappingProxyType({"image": "an image file", "video": "a video file"})
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: ``kind`` is a key of :data:`SOURCE_KINDS`."""
+
+    kind: str
+    path: Path
+
+
+def read_sources(sources: Sequence[str | Path], stdin: IO[str] | None = None) -> list[Source]:
+    """Expand the command line's SOURCE arguments, in order.
+
+    Each is an image file, a video file (by suffix, :data:`IMAGE_SUFFIXES` /
+    :data:`VIDEO_SUFFIXES`), a folder (its images, sorted by name), or a text file listing one image
+    per line (darknet's ``detector test ... < list.txt``; relative lines are read from the working
+    directory, then from the list's folder). No SOURCE reads such a list from ``stdin``.
+
+    Raises:
+        DataError: a missing path, an empty folder, or a file that is none of these.
+    """
+    if not sources:
+        if stdin is None or stdin.isatty():
+            raise UsageError(
+                "no SOURCE given: name images, a folder, an image list or a video "
+                "(or pipe a list of image paths on standard input, as darknet reads it)"
+            )
+        paths = _list_lines(stdin.read(), Path("."))
+        if not paths:
+            raise UsageError("no SOURCE given and no image path on standard input")
+        return [Source("image", p) for p in paths]
+    out: list[Source] = []
+    for raw in sources:
+        path = Path(raw)
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise DataError(
+                    f"{path}: folder holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            out += [Source("image", p) for p in images]
+        elif not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        elif suffix in IMAGE_SUFFIXES:
+            out.append(Source("image", path))
+        elif suffix in VIDEO_SUFFIXES:
+            out.append(Source("video", path))
+        else:
+            out += [Source("image", p) for p in _read_list(path)]
+    return out
+
+
+def _read_list(path: Path) -> list[Path]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: not an image ({', '.join(sorted(IMAGE_SUFFIXES))}), a video "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))}) nor a text list of image paths"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    paths = _list_lines(text, path.parent)
+    if not paths:
+        raise DataError(f"{path}: the image list holds no path")
+    return paths
+
+
+def _list_lines(text: str, base: Path) -> list[Path]:
+    out = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry:
+            continue
+        p = Path(entry)
+        if not p.is_absolute() and not p.exists() and (base / p).exists():
+            p = base / p
+        out.append(p)
+    return out
