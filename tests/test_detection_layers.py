@@ -13,17 +13,11 @@ from darknetpy.model.cfg import CfgWarning, Section, parse_cfg, read_cfg
 from darknetpy.errors import CfgError
 from darknetpy.model.build import build_layer
 from darknetpy.model.layers.base import BuildContext, DarknetLayer, Shape
-from darknetpy.model.heads.darknet import (
-    FLT_MAX,
-    GaussianYoloLayer,
-    IouLoss,
-    NmsKind,
-    RegionLayer,
-    YoloLayer,
-    YoloPoint,
-    read_class_map,
-    read_tree,
-)
+from darknetpy.model.heads.darknet_head import read_class_map
+from darknetpy.model.heads.gaussian_yolo import GaussianYoloLayer
+from darknetpy.model.heads.options import FLT_MAX, IouLoss, NmsKind, YoloPoint
+from darknetpy.model.heads.region import RegionLayer, read_tree
+from darknetpy.model.heads.yolo import YoloLayer
 from darknetpy.model.netconfig import NetConfig
 
 from .conftest import GOLDEN, golden_networks, require_shared

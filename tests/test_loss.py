@@ -21,9 +21,9 @@ import torch
 
 from darknetpy.model.boxes import box_giou, box_iou
 from darknetpy.errors import UsageError
+from darknetpy.model.heads import compute_loss
 from darknetpy.model.heads.darknet_loss import (
     LossTerms,
-    compute_loss,
     dx_box_iou,
     gaussian_yolo_activate,
     region_output,

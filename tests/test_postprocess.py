@@ -17,7 +17,7 @@ from darknetpy.model.cfg import CfgWarning, Options, Section, parse_cfg, read_cf
 from darknetpy.errors import CfgError, UsageError
 from darknetpy.model.build import build_layer
 from darknetpy.model.layers.base import BuildContext, DarknetLayer, Shape
-from darknetpy.model.heads.darknet import NmsKind
+from darknetpy.model.heads.options import NmsKind
 from darknetpy.model.netconfig import NetConfig, parse_net_options
 
 from .conftest import GOLDEN, detection_networks, require_shared
@@ -211,7 +211,7 @@ def test_decode_yolo_hand_computed() -> None:
     out = yolo_buffer()
     v = out.view(2, 6, 2, 2)  # (slot, entry, row, col)
     v[0, :, 1, 0] = torch.tensor([0.25, 0.75, math.log(2.0), 0.0, 0.9, 0.5])
-    dets = pp.decode_yolo(out, layer.options, (64, 64), thresh=0.3)[0]
+    dets = layer.detections(out, (64, 64), thresh=0.3)[0]
     assert len(dets) == 1
     np.testing.assert_allclose(dets.boxes[0], [0.125, 0.875, 2 * 16 / 64, 32 / 64], rtol=1e-6)
     assert dets.objectness[0] == np.float32(0.9)
@@ -224,7 +224,7 @@ def test_decode_yolo_order_is_rows_then_cols_then_slots() -> None:
     v = out.view(2, 6, 2, 2)
     for slot, row, col, obj in [(1, 0, 1, 0.61), (0, 1, 0, 0.62), (0, 0, 1, 0.63), (1, 1, 1, 0.64)]:
         v[slot, 4, row, col] = obj
-    dets = pp.decode_yolo(out, layer.options, (64, 64), thresh=0.5)[0]
+    dets = layer.detections(out, (64, 64), thresh=0.5)[0]
     np.testing.assert_array_equal(dets.objectness, np.float32([0.63, 0.61, 0.62, 0.64]))
 
 
@@ -235,7 +235,7 @@ def test_decode_yolo_thresholds_are_strict_and_skip_nan() -> None:
     v[0, 4, 0, 0], v[0, 5, 0, 0] = 0.5, 0.5  # prob 0.25 == thresh: zeroed
     v[0, 4, 0, 1] = 0.25  # objectness == thresh: no detection
     v[1, 4, 1, 1] = float("nan")  # NaN objectness: no detection
-    dets = pp.decode_yolo(out, layer.options, (64, 64), thresh=0.25)[0]
+    dets = layer.detections(out, (64, 64), thresh=0.25)[0]
     assert len(dets) == 1 and dets.probs[0, 0] == 0
 
 
@@ -244,7 +244,7 @@ def test_decode_yolo_exp_is_double_like_darknet() -> None:
     out = torch.zeros(1, 12, 1, 1)
     out[0, 2], out[0, 4] = 90.0, 1.0  # exp(90) overflows a float, exp(90) * 16 / 64 does not
     out[0, 8], out[0, 10] = 100.0, 1.0  # slot 1: exp(100) * 8 / 64 overflows: inf, as darknet
-    dets = pp.decode_yolo(out, layer.options, (64, 64), thresh=0.5)[0]
+    dets = layer.detections(out, (64, 64), thresh=0.5)[0]
     assert dets.boxes[0, 2] == np.float32(math.exp(90) * 16 / 64)
     assert np.isinf(dets.boxes[1, 2])
 
@@ -253,8 +253,8 @@ def test_decode_yolo_new_coords_and_current_network_size() -> None:
     layer = head(YOLO1 + "new_coords=1\n", Shape(12, 1, 1))
     out = torch.zeros(1, 12, 1, 1)
     out[0, :5, 0, 0] = torch.tensor([0.5, 0.5, 0.5, 0.25, 0.9])
-    small = pp.decode_yolo(out, layer.options, (64, 64), thresh=0.5)[0]
-    large = pp.decode_yolo(out, layer.options, (128, 32), thresh=0.5)[0]
+    small = layer.detections(out, (64, 64), thresh=0.5)[0]
+    large = layer.detections(out, (128, 32), thresh=0.5)[0]
     np.testing.assert_allclose(small.boxes[0, 2:], [4 * 0.25 * 16 / 64, 4 * 0.0625 * 32 / 64])
     np.testing.assert_allclose(large.boxes[0, 2:], [4 * 0.25 * 16 / 128, 4 * 0.0625 * 32 / 32])
 
@@ -266,7 +266,7 @@ def test_decode_gaussian_yolo_uncertainty_scales_probs() -> None:
     layer = head(GAUSSIAN + "yolo_point=left_top\n", Shape(11, 1, 2))
     out = torch.zeros(1, 11, 1, 2)
     out[0, :, 0, 1] = torch.tensor([0.5, 0.1, 0.5, 0.2, 0.0, 0.3, 0.0, 0.4, 0.8, 0.5, 0.2])
-    dets = pp.decode_gaussian_yolo(out, layer.options, (64, 64), thresh=0.2)[0]
+    dets = layer.detections(out, (64, 64), thresh=0.2)[0]
     assert len(dets) == 1
     bw, bh = 16 / 64, 32 / 64
     np.testing.assert_allclose(dets.boxes[0], [1.5 / 2 + bw / 2, 0.5 + bh / 2, bw, bh], rtol=1e-6)
@@ -283,7 +283,7 @@ def test_decode_region_hand_computed() -> None:
     buffer = torch.zeros(4, 2, 7)  # darknet's flattened (cell, anchor, entry) buffer
     buffer[:, :, 4] = 0.1
     buffer[2, 1] = torch.tensor([0.0, 0.0, math.log(2.0), 0.0, 0.8, 0.75, 0.25])  # row 1, col 0
-    dets = pp.decode_region(buffer.reshape(1, 14, 2, 2), layer.options, thresh=0.3)[0]
+    dets = layer.detections(buffer.reshape(1, 14, 2, 2), (64, 64), thresh=0.3)[0]
     assert len(dets) == 8 and np.all(dets.objectness == 1)  # every cell and anchor, objectness 1
     np.testing.assert_allclose(dets.boxes[5], [0.25, 0.75, 2 * 3 / 2, 4 / 2], rtol=1e-6)
     np.testing.assert_allclose(dets.probs[5], [0.6, 0.0], rtol=1e-6)  # 0.8*0.25 = .2 <= .3
@@ -293,7 +293,7 @@ def test_decode_region_hand_computed() -> None:
 def test_decode_region_classfix_zeroes_low_objectness() -> None:
     layer = head(REGION + "classfix=-1\n", Shape(14, 1, 1))
     buffer = torch.tensor([[0, 0, 0, 0, 0.45, 1.0, 0.0], [0, 0, 0, 0, 0.55, 1.0, 0.0]])
-    dets = pp.decode_region(buffer.reshape(1, 14, 1, 1), layer.options, thresh=0.1)[0]
+    dets = layer.detections(buffer.reshape(1, 14, 1, 1), (64, 64), thresh=0.1)[0]
     np.testing.assert_allclose(dets.probs[:, 0], [0.0, 0.55])
 
 
@@ -304,7 +304,7 @@ def test_decode_region_tree_keeps_the_deepest_confident_class(tmp_path: Path) ->
     buffer = torch.zeros(2, 9)
     buffer[0, 4:] = torch.tensor([0.9, 0.8, 0.2, 0.7, 0.3])  # p(dog) = .7 * .8 = .56 > .5
     buffer[1, 4:] = torch.tensor([0.9, 0.6, 0.4, 0.7, 0.3])  # p(dog) = .42: falls back to animal
-    dets = pp.decode_region(buffer.reshape(1, 18, 1, 1), layer.options, 0.5, layer.tree)[0]
+    dets = layer.detections(buffer.reshape(1, 18, 1, 1), (64, 64), 0.5)[0]
     np.testing.assert_allclose(dets.probs, [[0, 0, 0.56, 0], [0.6, 0, 0, 0]], rtol=1e-6)
 
 

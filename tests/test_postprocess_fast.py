@@ -8,7 +8,7 @@ import pytest
 
 from darknetpy.inference import postprocess as pp
 from darknetpy.model.boxes import box_diou, box_iou
-from darknetpy.model.heads.darknet import NmsKind
+from darknetpy.model.heads.options import NmsKind
 
 
 def _reference(dets: pp.Detections, thresh: float, suppress) -> pp.Detections:

@@ -105,7 +105,7 @@ class NetAugment(Protocol):
 
 class HeadAugment(Protocol):
     """What augmentation reads from a detection layer's options: ``YoloOptions``,
-    ``GaussianYoloOptions`` and ``RegionOptions`` (:mod:`darknetpy.model.heads.darknet`) all fit."""
+    ``GaussianYoloOptions`` and ``RegionOptions`` (:mod:`darknetpy.model.heads.options`) all fit."""
 
     @property
     def classes(self) -> int: ...

@@ -4,7 +4,8 @@ The exported graph is the fused inference network (batch norm folded, ``network.
 fuse_conv_batchnorm``). Its outputs are, in layer order, every detection head's ``l.output``
 (``head_<i>`` for darknet layer ``i``; the last layer's output, ``output``, for a network without
 heads). ``with_decode`` adds three outputs that put every head's boxes in darknet's detection
-order (heads in layer order, cells row-major, anchor slots innermost):
+order (heads in layer order; each head's own order, for Darknet's cells row-major, anchor slots
+innermost), as each head gives them (:meth:`DetectionHead.export_outputs`):
 
 * ``boxes`` (N, B, 4): centre x, y, width, height relative to the *network input*
   (``yolo_layer.c: get_yolo_box``, ``region_layer.c: get_region_box``,
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from ..model.heads.darknet import YoloPoint
+from ..model.heads import DetectionHead
 from ..model.network import Network
 from .inference_model import fuse_conv_batchnorm
 
@@ -42,107 +43,19 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 11  # the first opset the exporter supports for every op the layers use
 
 
-def _grid(h: int, w: int, a: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    """Column and row of every (cell, slot) in darknet's order: row-major cells, slots innermost."""
-    col = torch.arange(w, dtype=like.dtype, device=like.device).view(1, w, 1).expand(h, w, a)
-    row = torch.arange(h, dtype=like.dtype, device=like.device).view(h, 1, 1).expand(h, w, a)
-    return col.reshape(-1), row.reshape(-1)
-
-
-def _exp_scaled(t: Tensor, scale: Tensor) -> Tensor:
-    """``exp(t) * scale`` as ``exp(t + log(scale))``: finite wherever the product fits a float
-    (darknet evaluates ``exp`` in double, so its boxes stay finite for large ``t``)."""
-    return torch.exp(t + torch.log(scale))
-
-
-def _decode_yolo(out: Tensor, layer: nn.Module, net_size: tuple[int, int]) -> tuple[Tensor, ...]:
-    o = layer.options
-    n, _, h, w = out.shape
-    v = (
-        out.reshape(n, o.num, o.entries, h, w)
-        .permute(0, 3, 4, 1, 2)
-        .reshape(n, h * w * o.num, o.entries)
-    )
-    col, row = _grid(h, w, o.num, v)
-    anchors = torch.tensor(o.masked_anchors, dtype=v.dtype, device=v.device).repeat(h * w, 1)
-    x = (col + v[..., 0]) / w
-    y = (row + v[..., 1]) / h
-    if o.new_coords:
-        bw = v[..., 2] * v[..., 2] * 4 * anchors[:, 0] / net_size[0]
-        bh = v[..., 3] * v[..., 3] * 4 * anchors[:, 1] / net_size[1]
-    else:
-        bw = _exp_scaled(v[..., 2], anchors[:, 0] / net_size[0])
-        bh = _exp_scaled(v[..., 3], anchors[:, 1] / net_size[1])
-    obj = v[..., 4]
-    return torch.stack((x, y, bw, bh), -1), obj, obj.unsqueeze(-1) * v[..., 5:]
-
-
-def _decode_gaussian(
-    out: Tensor, layer: nn.Module, net_size: tuple[int, int]
-) -> tuple[Tensor, ...]:
-    o = layer.options
-    n, _, h, w = out.shape
-    v = (
-        out.reshape(n, o.num, o.entries, h, w)
-        .permute(0, 3, 4, 1, 2)
-        .reshape(n, h * w * o.num, o.entries)
-    )
-    col, row = _grid(h, w, o.num, v)
-    anchors = torch.tensor(o.masked_anchors, dtype=v.dtype, device=v.device).repeat(h * w, 1)
-    bw = _exp_scaled(v[..., 4], anchors[:, 0] / net_size[0])
-    bh = _exp_scaled(v[..., 6], anchors[:, 1] / net_size[1])
-    x = (col + v[..., 0]) / w
-    y = (row + v[..., 2]) / h
-    if o.yolo_point is YoloPoint.LEFT_TOP:
-        x, y = x + bw / 2, y + bh / 2
-    elif o.yolo_point is YoloPoint.RIGHT_BOTTOM:
-        x, y = x - bw / 2, y - bh / 2
-    uc = (v[..., 1] + v[..., 3] + v[..., 5] + v[..., 7]) / 4
-    obj = v[..., 8]
-    scores = obj.unsqueeze(-1) * v[..., 9:] * (1 - uc).unsqueeze(-1)
-    return torch.stack((x, y, bw, bh), -1), obj, scores
-
-
-def _decode_region(out: Tensor, layer: nn.Module, net_size: tuple[int, int]) -> tuple[Tensor, ...]:
-    del net_size  # [region] anchors are in grid cells
-    o = layer.options
-    if o.tree is not None:
-        raise UsageError(
-            f"{layer.where()}: decoding a tree= (YOLO9000) [region] head is not "
-            "supported in ONNX; export without --with-decode"
-        )
-    n, _, h, w = out.shape
-    p = out.reshape(n, h * w * o.num, o.entries)  # l.output is already cell-major
-    col, row = _grid(h, w, o.num, p)
-    anchors = torch.tensor(o.anchors, dtype=p.dtype, device=p.device).repeat(h * w, 1)
-    x = (col + torch.sigmoid(p[..., 0])) / w
-    y = (row + torch.sigmoid(p[..., 1])) / h
-    bw = _exp_scaled(p[..., 2], anchors[:, 0] / w)
-    bh = _exp_scaled(p[..., 3], anchors[:, 1] / h)
-    scale = p[..., 4]
-    if o.classfix == -1:
-        scale = torch.where(scale < 0.5, torch.zeros_like(scale), scale)
-    return torch.stack((x, y, bw, bh), -1), torch.ones_like(scale), scale.unsqueeze(-1) * p[..., 5:]
-
-
-_DECODERS = {"yolo": _decode_yolo, "Gaussian_yolo": _decode_gaussian, "region": _decode_region}
-
-
 def decode_heads(
-    heads: Sequence[nn.Module], outputs: Sequence[Tensor], net_size: tuple[int, int]
+    heads: Sequence[DetectionHead], outputs: Sequence[Tensor], net_size: tuple[int, int]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Every head's boxes in one tensor each, in darknet's order (traceable: no data-dependent
-    control flow). See the module docstring for the three outputs.
+    """Every head's boxes in one tensor each, in detection order (traceable: no data-dependent
+    control flow): each head's :meth:`DetectionHead.export_outputs`, joined in layer order. See the
+    module docstring for the three outputs.
 
     Args:
         heads: the detection layers, in layer order.
-        outputs: their outputs (N, C, H, W).
+        outputs: their outputs.
         net_size: the network input (width, height) the anchors are divided by.
     """
-    parts = [
-        _DECODERS[layer.darknet_name](out.float(), layer, net_size)
-        for layer, out in zip(heads, outputs)
-    ]
+    parts = [layer.export_outputs(out, net_size) for layer, out in zip(heads, outputs)]
     boxes, objectness, scores = (torch.cat([p[k] for p in parts], 1) for k in range(3))
     return boxes, objectness, scores
 
@@ -165,12 +78,12 @@ class _Exported(nn.Module):
             outputs = [layers[i] for i in self.network.heads] or [layers[-1]]
             if not self.with_decode:
                 return tuple(layers)
-            heads = [self.network.layers[i] for i in self.network.heads]
+            heads = self.network.head_layers()
             return (*layers, *decode_heads(heads, outputs, (int(x.shape[-1]), int(x.shape[-2]))))
         outputs = self.network(x)
         if not self.with_decode:
             return tuple(outputs)
-        heads = [self.network.layers[i] for i in self.network.heads]
+        heads = self.network.head_layers()
         net_size = (int(x.shape[-1]), int(x.shape[-2]))
         return (*outputs, *decode_heads(heads, outputs, net_size))
 
@@ -218,8 +131,8 @@ def export_onnx(
         raise UsageError(f"--opset {opset}: darknetpy exports with opset {MIN_OPSET} or later")
     if with_decode and not network.heads:
         raise UsageError(
-            f"{network.where()}: --with-decode needs a [yolo], [region] or "
-            "[Gaussian_yolo] layer; this network has none"
+            f"{network.where()}: --with-decode needs a [yolo], [region], [Gaussian_yolo] or "
+            "other detection layer; this network has none"
         )
     path = Path(path)
     runtime = fuse_conv_batchnorm(network) if fuse else network

@@ -36,10 +36,10 @@ from ..data.datafile import DataConfig, read_names
 from ..data.image import letterbox_image, load_image, prepare_test_input, resize_image
 from ..errors import DataError, UsageError
 from ..model.fastconv import packing_available, prepack_convolutions
+from ..model.heads.detections import network_detections
 from ..model.layers.conv import Conv
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
-from . import postprocess
 
 __all__ = [
     "COLOR_ORDERS",
@@ -359,26 +359,20 @@ class InferenceModel(nn.Module):
         letter_box: bool | None = None,
         hier_thresh: float = 0.5,
     ) -> list[Any]:
-        """Darknet's detection arrays (:class:`darknetpy.inference.postprocess.Detections`) after NMS, one
+        """Darknet's detection arrays (:class:`darknetpy.model.heads.detections.Detections`) after NMS, one
         per image, boxes relative to the image of size ``image_size`` (width, height)."""
-        heads = [self.fused.layers[i] for i in self.fused.heads]
+        heads = self.fused.head_layers()
         if not heads:
             raise UsageError(
-                f"{self.fused.where()}: no [yolo], [region] or [Gaussian_yolo] "
-                "layer: this network classifies, it does not detect"
+                f"{self.fused.where()}: no [yolo], [region], [Gaussian_yolo] or other detection layer: "
+                "this network classifies, it does not detect"
             )
         if x.dim() == 3:
             x = x.unsqueeze(0)
         outputs = self(x)
         net_size = (int(x.shape[-1]), int(x.shape[-2]))
         letter = self.letter_box if letter_box is None else letter_box
-        dets = postprocess.get_network_boxes(
-            heads, outputs, image_size, net_size, thresh, hier_thresh, letter
-        )
-        if nms:
-            kind, beta = postprocess.nms_settings(heads)
-            dets = [postprocess.apply_nms(d, nms, kind, beta) for d in dets]
-        return dets
+        return network_detections(heads, outputs, image_size, net_size, thresh, nms, letter, hier_thresh)
 
     def detect(
         self,

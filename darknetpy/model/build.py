@@ -1,23 +1,29 @@
 """Cfg sections -> layers: the closed ``BUILDERS`` table (plain layers and heads) and :func:`build_layer`.
 
 ``parser.c: string_to_layer_type`` + ``parse_network_cfg_custom``: one builder per section name
-(:data:`darknetpy.model.layers.LAYER_BUILDERS` and the heads' :data:`darknetpy.model.heads.HEAD_BUILDERS`),
-then the keys darknet reads for every layer.
+(:data:`darknetpy.model.layers.LAYER_BUILDERS` and the ``build`` of each class in
+:data:`darknetpy.model.heads.HEADS`), then the keys darknet reads for every layer.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from ..errors import CfgError
 from .cfg import Options, Section
-from .heads import HEAD_BUILDERS
+from .heads import HEADS, HeadTable, head_builders
 from .layers import LAYER_BUILDERS, BuildContext, Builder, DarknetLayer, LayerTraining
 
-__all__ = ["BUILDERS", "UNSUPPORTED", "build_layer", "read_layer_training"]
+__all__ = ["BUILDERS", "UNSUPPORTED", "build_layer", "builders_with", "read_layer_training"]
 
-BUILDERS: MappingProxyType[str, Builder] = MappingProxyType({**LAYER_BUILDERS, **HEAD_BUILDERS})
+BUILDERS: Mapping[str, Builder] = MappingProxyType({**LAYER_BUILDERS, **head_builders(HEADS)})
+
+
+def builders_with(heads: HeadTable) -> Mapping[str, Builder]:
+    """The builders table with ``heads`` as the head rows (see :func:`darknetpy.model.heads.register_head`)."""
+    return MappingProxyType({**LAYER_BUILDERS, **head_builders(heads)})
 
 # Sections darknet knows but darknetpy does not build, with the reason given to the user.
 UNSUPPORTED: MappingProxyType[str, str] = MappingProxyType({
@@ -46,22 +52,23 @@ def read_layer_training(opts: Options) -> LayerTraining:
     )
 
 
-def build_layer(section: Section, ctx: BuildContext, *, strict: bool = False) -> DarknetLayer:
-    """Build one section as layer ``ctx.index``.
+def build_layer(section: Section, ctx: BuildContext, *, strict: bool = False,
+                builders: Mapping[str, Builder] = BUILDERS) -> DarknetLayer:
+    """Build one section as layer ``ctx.index`` with the builder ``builders`` names for it.
 
     Raises:
         CfgError: unknown or unsupported section (listing the known ones), bad options, or an
             unused key under ``strict`` (otherwise a :class:`~darknetpy.model.cfg.CfgWarning`).
     """
-    builder = BUILDERS.get(section.name)
+    builder = builders.get(section.name)
     if builder is None:
         if section.name in UNSUPPORTED:
             raise CfgError(f"{section.where()}: {UNSUPPORTED[section.name]}")
-        close = difflib.get_close_matches(section.name, list(BUILDERS), n=1)
+        close = difflib.get_close_matches(section.name, list(builders), n=1)
         hint = f" (did you mean [{close[0]}]?)" if close else ""
         raise CfgError(
             f"{section.where()}: unknown section [{section.name}]{hint}; darknet section names are "
-            f"case-sensitive: {', '.join(sorted(BUILDERS))}"
+            f"case-sensitive: {', '.join(sorted(builders))}"
         )
     opts = Options(section)
     layer = builder(opts, ctx)

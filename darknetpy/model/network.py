@@ -8,7 +8,7 @@ the layer table and ``upto=137`` all use darknet's numbering (``parser.c: parse_
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +16,15 @@ import torch
 from torch import nn
 
 from ..errors import CfgError
-from .build import build_layer
+from .build import BUILDERS, build_layer, builders_with
 from .cfg import CfgWarning, Options, Section, parse_cfg, read_cfg, sections_to_text
-from .heads.darknet_loss import compute_loss
+from .heads import DetectionHead, HeadTable
+from .heads.base import HeadInput, compute_loss
+from .heads.detections import DetectionRow, Detections, network_detections
+from .heads.records import LossTerms
 from .layers import INPUT, BuildContext, DarknetLayer, Shape
 from .netconfig import NetConfig, parse_net_options
 from .weights import WeightsHeader, read_weights, write_weights
-
-
-# darknet's detection heads: the layers whose inputs the loss scores and whose outputs are decoded.
-HEAD_TYPES = ("yolo", "Gaussian_yolo", "region")
 
 
 class Network(nn.Module):
@@ -45,32 +44,40 @@ class Network(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.sections = tuple(sections)  # [net] first: the cfg as parsed, for checkpoints
         self.path = path
-        self.heads = tuple(i for i, layer in enumerate(layers) if layer.darknet_name in HEAD_TYPES)
+        # the detection heads: the layers whose inputs the loss scores and whose outputs are decoded
+        self.heads = tuple(i for i, layer in enumerate(layers) if isinstance(layer, DetectionHead))
         self.header: WeightsHeader | None = None  # set by load_weights
         self.loaded_layers = 0  # layers read by the last load_weights
         self._last_use = _last_use(layers)
         # outputs kept to the end of a run: the heads' and the tensors entering them (for the loss)
-        self._keep = set(self.heads) | {layers[i].sources[0] for i in self.heads}
+        self._keep = set(self.heads) | {s for i in self.heads for s in layers[i].sources}
 
     # ---- construction ----
     @classmethod
-    def from_cfg(cls, path: str | Path, *, strict: bool = False) -> Network:
+    def from_cfg(cls, path: str | Path, *, strict: bool = False, heads: HeadTable | None = None) -> Network:
         """Build the network described by the cfg file at ``path``.
+
+        Args:
+            path: the cfg file.
+            strict: unused keys are errors (otherwise warnings).
+            heads: the head table to build heads from (default :data:`darknetpy.model.heads.HEADS`;
+                see :func:`darknetpy.model.heads.register_head`).
 
         Raises:
             CfgError: with ``path:line [section]`` for any problem in the file.
         """
         path = Path(path)
-        return cls.from_sections(read_cfg(path), path=path, strict=strict)
+        return cls.from_sections(read_cfg(path), path=path, strict=strict, heads=heads)
 
     @classmethod
-    def from_text(cls, text: str, *, path: str | Path = "<string>", strict: bool = False) -> Network:
+    def from_text(cls, text: str, *, path: str | Path = "<string>", strict: bool = False,
+                  heads: HeadTable | None = None) -> Network:
         """Build from cfg text (e.g. the cfg stored in a checkpoint)."""
-        return cls.from_sections(parse_cfg(text, path), path=Path(path), strict=strict)
+        return cls.from_sections(parse_cfg(text, path), path=Path(path), strict=strict, heads=heads)
 
     @classmethod
     def from_sections(cls, sections: Sequence[Section], *, path: Path | None = None,
-                      strict: bool = False) -> Network:
+                      strict: bool = False, heads: HeadTable | None = None) -> Network:
         first, *rest = sections
         if first.name not in ("net", "network"):
             raise CfgError(
@@ -82,10 +89,11 @@ class Network(nn.Module):
         if not rest:
             raise CfgError(f"{first.where()}: the cfg has no layers after [net]")
         input_shape = Shape(net.channels, net.height, net.width)
+        builders = BUILDERS if heads is None else builders_with(heads)
         layers: list[DarknetLayer] = []
         for index, section in enumerate(rest):
             ctx = BuildContext(index, net, input_shape, tuple(layers))
-            layers.append(build_layer(section, ctx, strict=strict))
+            layers.append(build_layer(section, ctx, strict=strict, builders=builders))
         return cls(net, layers, sections, path)
 
     @property
@@ -129,12 +137,20 @@ class Network(nn.Module):
             return [outputs[len(self.layers) - 1]]
         return [outputs[i] for i in self.heads]
 
-    def head_inputs(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """``{head layer index: the tensor entering it}``: what :meth:`compute_loss` scores."""
+    def head_layers(self) -> list[DetectionHead]:
+        """The detection heads, in layer order."""
+        return [self.layers[i] for i in self.heads]  # type: ignore[misc]
+
+    def head_inputs(self, x: torch.Tensor) -> dict[int, HeadInput]:
+        """``{head layer index: what its loss scores}`` (:meth:`DetectionHead.head_input`: the tensor
+        entering a Darknet head, the per-level tensors of a ``layers=`` head)."""
         if not self.heads:
-            raise CfgError(f"{self.where()}: the network has no [yolo], [region] or [Gaussian_yolo] layer")
+            raise CfgError(
+                f"{self.where()}: the network has no [yolo], [region], [Gaussian_yolo] or other "
+                "detection layer"
+            )
         outputs = self._run(x, keep_all=False, stop=max(self.heads))
-        return {i: outputs[self.layers[i].sources[0]] for i in self.heads}
+        return {i: self.layers[i].head_input(outputs) for i in self.heads}
 
     def where(self) -> str:
         return str(self.path) if self.path else "<network>"
@@ -150,23 +166,61 @@ class Network(nn.Module):
         """Write a darknet ``.weights`` file (atomically); the header read is written back unchanged."""
         write_weights(path, self, header or self.header or WeightsHeader(), upto=upto)
 
-    # ---- inference and training entry points (implemented in their own modules) ----
-    def detect(self, x: torch.Tensor, image_size: tuple[int, int] | Sequence[tuple[int, int]],
-               thresh: float = 0.25, nms: float = 0.45, letter_box: bool | None = None,
-               hier_thresh: float = 0.5) -> list[list[tuple[Any, ...]]]:
-        """Darknet's ``get_network_boxes`` + NMS, one list per image of
-        ``(class, prob, x, y, w, h, objectness)`` with the box relative to the image."""
-        from ..inference.postprocess import detect
-
-        return detect(self, x, image_size, thresh=thresh, nms=nms, letter_box=letter_box,
-                      hier_thresh=hier_thresh)
-
-    def compute_loss(self, head_inputs: dict[int, torch.Tensor], truth: torch.Tensor, *,
-                     input_size: tuple[int, int] | None = None, seen: int = 0) -> Any:
-        """Darknet's detection losses (see :func:`darknetpy.model.heads.darknet_loss.compute_loss`).
+    # ---- inference and training: each head decodes, suppresses and scores itself ----
+    def detections(self, x: torch.Tensor, image_size: tuple[int, int] | Sequence[tuple[int, int]],
+                   thresh: float = 0.25, nms: float = 0.45, letter_box: bool | None = None,
+                   hier_thresh: float = 0.5) -> list[Detections]:
+        """Run in inference mode and return each image's detection arrays after NMS (full per-class
+        prob vectors, as darknet's ``map`` command uses them): ``get_network_boxes`` + the last
+        head's NMS (:func:`darknetpy.model.heads.detections.network_detections`).
 
         Args:
-            head_inputs: ``{head layer index: the tensor entering it}`` (see :meth:`head_inputs`).
+            x: (N, C, H, W) or (C, H, W) input in [0, 1]; its H, W are the current network size.
+            image_size: the original images' (width, height): one for all, or one per image.
+            thresh: detection threshold (objectness and class probability).
+            nms: NMS IoU threshold; 0 skips NMS as darknet does.
+            letter_box: whether the inputs were letterboxed; None takes ``[net] letter_box``.
+            hier_thresh: unused by darknet's current code path (kept for its signature).
+
+        Raises:
+            CfgError: the network has no detection head.
+        """
+        if not self.heads:
+            raise CfgError(
+                f"{self.where()}: the network has no [yolo], [Gaussian_yolo], [region] or other "
+                "detection layer to detect with"
+            )
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        net_size = (int(x.shape[-1]), int(x.shape[-2]))
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                outputs = self(x)
+        finally:
+            self.train(was_training)
+        letter = self.net.letter_box if letter_box is None else letter_box
+        return network_detections(self.head_layers(), outputs, image_size, net_size, thresh, nms,
+                                  letter, hier_thresh)
+
+    def detect(self, x: torch.Tensor, image_size: tuple[int, int] | Sequence[tuple[int, int]],
+               thresh: float = 0.25, nms: float = 0.45, letter_box: bool | None = None,
+               hier_thresh: float = 0.5) -> list[list[DetectionRow]]:
+        """Darknet's ``detector test``: per image, one ``(class, prob, x, y, w, h, objectness)`` row
+        per (box, class) with prob > thresh, relative to the image, in darknet's final array order.
+        See :meth:`detections` for the arguments."""
+        dets = self.detections(x, image_size, thresh=thresh, nms=nms, letter_box=letter_box,
+                               hier_thresh=hier_thresh)
+        return [d.rows(thresh) for d in dets]
+
+    def compute_loss(self, head_inputs: Mapping[int, HeadInput], truth: torch.Tensor, *,
+                     input_size: tuple[int, int] | None = None, seen: int = 0) -> LossTerms:
+        """Every head's training loss, summed (:func:`darknetpy.model.heads.base.compute_loss`).
+
+        Args:
+            head_inputs: ``{head layer index: what it scores}`` (see :meth:`head_inputs`): one tensor
+                for a Darknet head, a list of per-level tensors for a ``layers=`` head.
             truth: (N, T, 5) rows (x, y, w, h, class) relative to the network input; zero rows ignored.
             input_size: the current network input (w, h) when random resizing changed it.
             seen: images seen so far ([region]'s early-training prior term).

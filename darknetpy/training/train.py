@@ -36,7 +36,7 @@ from ..data.datafile import DataConfig, read_image_list, read_names
 from ..data.loader import build_train_loader
 from ..errors import DataError, TrainingError, UsageError, WeightsError
 from ..evaluation import evaluate
-from ..model.heads.darknet_loss import compute_loss
+from ..model.heads import compute_loss
 from ..model.layers.conv import BN_MOMENTUM_BY_BUILD, set_bn_momentum
 from ..model.netconfig import NetConfig
 from ..model.network import Network

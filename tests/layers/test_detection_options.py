@@ -1,5 +1,5 @@
 """darknetpy.model.heads.options: the records of [yolo] / [Gaussian_yolo] share one base and
-one parsing step; darknetpy.model.heads.darknet re-exports them."""
+one parsing step."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pytest
 
 from darknetpy.model.cfg import Options, parse_cfg
 from darknetpy.errors import CfgError
-from darknetpy.model.heads import darknet as detection
-from darknetpy.model.heads import options as detection_options
 from darknetpy.model.heads.options import (
     BaseYoloOptions,
     GaussianYoloOptions,
@@ -38,11 +36,6 @@ def test_each_record_adds_only_its_own_keys() -> None:
     assert not issubclass(YoloOptions, GaussianYoloOptions)
     assert not issubclass(GaussianYoloOptions, YoloOptions)
     assert YoloOptions() != GaussianYoloOptions()
-
-
-def test_detection_reexports_the_options_module() -> None:
-    for name in detection_options.__all__:
-        assert getattr(detection, name) is getattr(detection_options, name), name
 
 
 # every shared key away from its default

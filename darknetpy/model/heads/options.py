@@ -4,8 +4,9 @@ Each ``[yolo]``, ``[Gaussian_yolo]`` and ``[region]`` section is parsed once int
 record holding every key darknet reads for it (``parser.c: parse_yolo, parse_gaussian_yolo,
 parse_region``). The keys ``[yolo]`` and ``[Gaussian_yolo]`` share are declared once, in
 :class:`BaseYoloOptions`, and read once, by one shared parsing step. The layers, and the
-``tree=`` / ``map=`` files the options name, live in :mod:`darknetpy.model.heads.darknet`, which
-re-exports the public names of this module.
+``tree=`` / ``map=`` files the options name, live in :mod:`darknetpy.model.heads.yolo`,
+:mod:`~darknetpy.model.heads.gaussian_yolo`, :mod:`~darknetpy.model.heads.region` and
+:mod:`~darknetpy.model.heads.darknet_head`.
 
 Where darknet silently falls back (an unknown ``iou_loss``, ``nms_kind``, ``iou_thresh_kind`` or
 ``yolo_point`` string) darknetpy raises :class:`~darknetpy.errors.CfgError` listing the choices.

@@ -9,7 +9,8 @@ the logistic output of the conv, whose backward applies ``y(1-y)`` exactly as Da
 
 Modules, each mirroring Darknet's C functions it names:
 
-* :mod:`.records`: :class:`HeadStats`, :class:`HeadLoss`, :class:`LossTerms` (what is returned);
+* :mod:`darknetpy.model.heads.records`: :class:`HeadStats`, :class:`HeadLoss`, :class:`LossTerms` (what
+  is returned, shared by every head);
 * :mod:`.specs`: :class:`YoloSpec`, :class:`RegionSpec`, read from a layer's options record;
 * :mod:`.iou_grad`: ``box.c: dx_box_iou`` (the IoU measures themselves are in
   :mod:`darknetpy.model.boxes`);
@@ -19,8 +20,9 @@ Modules, each mirroring Darknet's C functions it names:
 * :mod:`.assign`: truth rows, best anchors, best-truth IoUs, the ``iou_thresh`` multi-anchor
   matching of ``process_batch``, and the rounds that keep Darknet's order on shared positions;
 * :mod:`.yolo`, :mod:`.gaussian`, :mod:`.region`: ``forward_yolo_layer``,
-  ``forward_gaussian_yolo_layer``, ``forward_region_layer`` in training mode;
-* :mod:`.compute`: :func:`compute_loss` over every head of a network.
+  ``forward_gaussian_yolo_layer``, ``forward_region_layer`` in training mode, called by each head's
+  ``loss`` (:mod:`darknetpy.model.heads.yolo` etc.); the network's sum is
+  :func:`darknetpy.model.heads.base.compute_loss`;
 
 Vectorised over batch, anchors and cells. Deliberate differences, where Darknet would read or
 write outside its buffers: a truth's cell index is clamped to the grid, and a [yolo]/[region]
@@ -32,12 +34,11 @@ of ``backward_yolo_layer_gpu`` (the CPU build, which produced the golden data, a
 
 from __future__ import annotations
 
+from ..records import HeadLoss, HeadStats, LossTerms
 from .assign import CellFn, Truths, best_anchors, best_truth_ious, yolo_assignments
-from .compute import compute_loss, head_loss
 from .deltas import gaussian_box_deltas, yolo_box_deltas
 from .gaussian import gaussian_yolo_activate, gaussian_yolo_loss
 from .iou_grad import dx_box_iou, fix_nan_inf
-from .records import HeadLoss, HeadStats, LossTerms
 from .region import region_activate, region_loss, region_output
 from .specs import FLT_MAX, RegionSpec, YoloSpec, cached_spec, region_spec, yolo_spec
 from .yolo import scale_x_y_args, yolo_activate, yolo_boxes, yolo_loss
@@ -54,13 +55,11 @@ __all__ = [
     "best_anchors",
     "best_truth_ious",
     "cached_spec",
-    "compute_loss",
     "dx_box_iou",
     "fix_nan_inf",
     "gaussian_box_deltas",
     "gaussian_yolo_activate",
     "gaussian_yolo_loss",
-    "head_loss",
     "region_activate",
     "region_loss",
     "region_output",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...boxes import box_giou, box_iou
+from ..yolo_box import exp_times_float, get_yolo_box, shift_yolo_point
 from .iou_grad import dx_box_iou, fix_nan_inf
 from .specs import FLT_MAX, YoloSpec
 
@@ -53,15 +54,9 @@ def _yolo_box(
     new_coords: bool,
 ) -> torch.Tensor:
     """``get_yolo_box`` at K positions: (K, 4) x, y, w, h relative to the network input."""
-    w, h = grid
-    net_w, net_h = input_size
-    if new_coords:
-        pw = o[:, 2] * o[:, 2] * 4 * anchor[:, 0] / net_w
-        ph = o[:, 3] * o[:, 3] * 4 * anchor[:, 1] / net_h
-    else:
-        pw = torch.exp(o[:, 2]) * anchor[:, 0] / net_w
-        ph = torch.exp(o[:, 3]) * anchor[:, 1] / net_h
-    return torch.stack(((fi + o[:, 0]) / w, (fj + o[:, 1]) / h, pw, ph), dim=-1)
+    box = get_yolo_box(o[:, 0], o[:, 1], o[:, 2], o[:, 3], fi, fj, anchor[:, 0], anchor[:, 1], grid,
+                       input_size, exp_times=exp_times_float, new_coords=new_coords)
+    return torch.stack(box, dim=-1)
 
 
 def _yolo_mse_target(
@@ -181,15 +176,9 @@ def _gaussian_boxes(
     point: str,
 ) -> torch.Tensor:
     """``get_gaussian_yolo_box``; ``o`` (..., 8+) outputs, ``anchor`` (..., 2) pixels."""
-    w, h = grid
-    bw = torch.exp(o[..., 4]) * anchor[..., 0] / input_size[0]
-    bh = torch.exp(o[..., 6]) * anchor[..., 1] / input_size[1]
-    bx = (i + o[..., 0]) / w
-    by = (j + o[..., 2]) / h
-    if point == "left_top":
-        bx, by = bx + bw / 2, by + bh / 2
-    elif point == "right_bottom":
-        bx, by = bx - bw / 2, by - bh / 2
+    bx, by, bw, bh = get_yolo_box(o[..., 0], o[..., 2], o[..., 4], o[..., 6], i, j, anchor[..., 0],
+                                  anchor[..., 1], grid, input_size, exp_times=exp_times_float)
+    bx, by = shift_yolo_point(bx, by, bw, bh, point)
     return torch.stack((bx, by, bw, bh), dim=-1)
 
 
@@ -325,16 +314,9 @@ def _region_boxes(
     grid: tuple[int, int],
 ) -> torch.Tensor:
     """``get_region_box``: (..., 4) from raw x, y, w, h; anchors in grid cells."""
-    w, h = grid
-    return torch.stack(
-        (
-            (i + torch.sigmoid(raw[..., 0])) / w,
-            (j + torch.sigmoid(raw[..., 1])) / h,
-            torch.exp(raw[..., 2]) * anchor[..., 0] / w,
-            torch.exp(raw[..., 3]) * anchor[..., 1] / h,
-        ),
-        dim=-1,
-    )
+    box = get_yolo_box(torch.sigmoid(raw[..., 0]), torch.sigmoid(raw[..., 1]), raw[..., 2], raw[..., 3],
+                       i, j, anchor[..., 0], anchor[..., 1], grid, grid, exp_times=exp_times_float)
+    return torch.stack(box, dim=-1)
 
 
 def _region_box_deltas(

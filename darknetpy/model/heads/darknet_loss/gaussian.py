@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..records import HeadLoss, HeadStats
 from .assign import (
     CellFn,
     Truths,
@@ -20,7 +21,6 @@ from .assign import (
     yolo_assignments,
 )
 from .deltas import _gaussian_boxes, _gaussian_class_deltas, _mult, gaussian_box_deltas
-from .records import HeadLoss, HeadStats
 from .specs import YoloSpec
 from .yolo import scale_x_y_args
 

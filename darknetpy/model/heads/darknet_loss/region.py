@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from ...boxes import box_iou
+from ..records import HeadLoss, HeadStats
 from .assign import Truths, _mapped, _negative_rows, _rounds, best_truth_ious
 from .deltas import _region_box_deltas, _region_boxes, _region_class_deltas
-from .records import HeadLoss, HeadStats
 from .specs import RegionSpec
 
 _SEEN_PRIOR = 12800  # forward_region_layer: boxes are pulled toward their anchor while seen < 12800

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ....errors import UsageError
-from ..darknet import read_class_map
+from ..darknet_head import read_class_map
 
 FLT_MAX = float(np.finfo(np.float32).max)  # C's FLT_MAX: max_delta's "no clipping"
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..records import HeadLoss, HeadStats
+from ..yolo_box import exp_times_float, get_yolo_box
 from .assign import (
     Truths,
     _Assignments,
@@ -22,7 +24,6 @@ from .assign import (
     yolo_assignments,
 )
 from .deltas import _class_deltas, _mult, yolo_box_deltas
-from .records import HeadLoss, HeadStats
 from .specs import YoloSpec
 
 _CLASS_MATCH_THRESH = 0.25  # compare_yolo_class(..., 0.25f): a class prob above it allows ignoring
@@ -64,13 +65,9 @@ def yolo_boxes(
     ii = torch.arange(w, device=out.device, dtype=out.dtype).view(1, 1, 1, w)
     aw = anchors[:, 0].view(1, -1, 1, 1).to(out)
     ah = anchors[:, 1].view(1, -1, 1, 1).to(out)
-    if new_coords:
-        bw = out[:, :, 2] * out[:, :, 2] * 4 * aw / net_w
-        bh = out[:, :, 3] * out[:, :, 3] * 4 * ah / net_h
-    else:
-        bw = torch.exp(out[:, :, 2]) * aw / net_w
-        bh = torch.exp(out[:, :, 3]) * ah / net_h
-    return torch.stack(((ii + out[:, :, 0]) / w, (jj + out[:, :, 1]) / h, bw, bh), dim=-1)
+    box = get_yolo_box(out[:, :, 0], out[:, :, 1], out[:, :, 2], out[:, :, 3], ii, jj, aw, ah, (w, h),
+                       (net_w, net_h), exp_times=exp_times_float, new_coords=new_coords)
+    return torch.stack(box, dim=-1)
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""What a detection loss returns: one head's delta and printed figures, and the network's total."""
+"""What a detection head's loss returns (:class:`HeadLoss`), and the network's sum (:class:`LossTerms`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -18,7 +18,7 @@ class HeadStats:
     """
 
     layer: int
-    kind: str  # "yolo", "Gaussian_yolo" or "region"
+    kind: str  # the head's section name: "yolo", "Gaussian_yolo", "region", ...
     cost: float
     count: int
     avg_iou: float
@@ -36,11 +36,26 @@ class HeadStats:
 
 @dataclass(frozen=True)
 class HeadLoss:
-    """The result for one head: Darknet's delta (same shape as the head input) and statistics."""
+    """The result for one head: its delta (Darknet's heads), cost, statistics and training scalar.
 
-    delta: torch.Tensor
-    cost: torch.Tensor  # 0-dim float64
+    Attributes:
+        delta: Darknet's ``l.delta`` (the head input's shape, detached), or None for a head whose
+            loss is differentiated by autograd.
+        cost: 0-dim float64: what the head prints and :attr:`LossTerms.cost` averages.
+        stats: the printed figures.
+        total: the scalar ``backward()`` starts from. Darknet's heads give ``-(delta * z).sum()`` over
+            their input ``z`` (see :meth:`with_surrogate`), so its gradient is exactly ``-delta``.
+    """
+
+    delta: torch.Tensor | None
+    cost: torch.Tensor
     stats: HeadStats
+    total: torch.Tensor | None = None
+
+    def with_surrogate(self, z: torch.Tensor) -> HeadLoss:
+        """This result with ``total = -(delta * z).sum()`` (Darknet's heads back-propagate ``delta``)."""
+        assert self.delta is not None
+        return replace(self, total=-(self.delta.to(z.dtype) * z).sum())
 
 
 @dataclass(frozen=True)
