@@ -99,7 +99,7 @@ def cached_spec(options: Any, make: Callable[[Any], Any]) -> Any:
 
 def yolo_spec(options: Any) -> YoloSpec:
     """A :class:`YoloSpec` from ``YoloOptions`` or ``GaussianYoloOptions``
-    (:mod:`darknetpy.model.heads.darknet`); keys one of them lacks take Darknet's default."""
+    (:mod:`darknetpy.model.heads.options`); keys one of them lacks take Darknet's default."""
     point = getattr(options, "yolo_point", "center")
     max_delta = float(options.max_delta)
     return YoloSpec(
@@ -130,7 +130,7 @@ def yolo_spec(options: Any) -> YoloSpec:
 
 
 def region_spec(options: Any) -> RegionSpec:
-    """A :class:`RegionSpec` from ``RegionOptions`` (:mod:`darknetpy.model.heads.darknet`).
+    """A :class:`RegionSpec` from ``RegionOptions`` (:mod:`darknetpy.model.heads.options`).
 
     Raises:
         UsageError: ``tree=`` (YOLO9000 softmax trees) or ``coords`` other than 4.
