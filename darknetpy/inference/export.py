@@ -10,8 +10,8 @@ innermost), as each head gives them (:meth:`DetectionHead.export_outputs`):
 * ``boxes`` (N, B, 4): centre x, y, width, height relative to the *network input*
   (``yolo_layer.c: get_yolo_box``, ``region_layer.c: get_region_box``,
   ``gaussian_yolo_layer.c: get_gaussian_yolo_box``); map them to the image with
-  :func:`darknetpy.inference.postprocess.correct_yolo_boxes` when the input was letterboxed, or multiply
-  by the image size when it was stretched;
+  :func:`darknetpy.model.heads.detections.correct_yolo_boxes` when the input was letterboxed, or
+  multiply by the image size when it was stretched;
 * ``objectness`` (N, B): darknet's ``det.objectness`` (1 for ``[region]`` heads);
 * ``scores`` (N, B, classes): darknet's ``prob`` before thresholding (objectness × class,
   × (1 - mean σ) for ``[Gaussian_yolo]``).

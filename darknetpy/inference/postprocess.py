@@ -1,11 +1,11 @@
 """From a network's head outputs to detections: the inference stage's entry points.
 
-Each head decodes its own candidates and owns its NMS (:mod:`darknetpy.model.heads`); the path that
-joins them (``network.c: get_network_boxes``, ``yolo_layer.c: correct_yolo_boxes``, then the last head's
-NMS) is :func:`darknetpy.model.heads.detections.network_detections`, which :meth:`Network.detections`
-runs. This module gathers those names for inference code: the detection arrays, Darknet's NMS
-(``box.c: do_nms_sort, diounms_sort, do_nms_obj``) and the network-level :func:`detections` /
-:func:`detect`.
+Each head decodes its own candidates and owns its NMS (:mod:`darknetpy.model.heads`); the path
+that joins them (``network.c: get_network_boxes``, ``yolo_layer.c: correct_yolo_boxes``, then the
+last head's NMS) is :func:`darknetpy.model.heads.detections.network_detections`, which
+:meth:`Network.detections` runs. This module gathers those names for inference code: the
+detection arrays, Darknet's NMS (``box.c: do_nms_sort, diounms_sort, do_nms_obj``) and the
+network-level :func:`detections` / :func:`detect`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ __all__ = [
 ]
 
 
-def detections(net: Network, x: torch.Tensor, image_size: Size | Sequence[Size], thresh: float = 0.25,
-               nms: float = 0.45, letter_box: bool | None = None,
+def detections(net: Network, x: torch.Tensor, image_size: Size | Sequence[Size],
+               thresh: float = 0.25, nms: float = 0.45, letter_box: bool | None = None,
                hier_thresh: float = 0.5) -> list[Detections]:
     """:meth:`Network.detections`: each image's detection arrays after the heads' NMS."""
     return net.detections(x, image_size, thresh=thresh, nms=nms, letter_box=letter_box,

@@ -1,4 +1,4 @@
-"""Cfg sections -> layers: the closed ``BUILDERS`` table (plain layers and heads) and :func:`build_layer`.
+"""Cfg sections -> layers: the ``BUILDERS`` table (plain layers and heads) and :func:`build_layer`.
 
 ``parser.c: string_to_layer_type`` + ``parse_network_cfg_custom``: one builder per section name
 (:data:`darknetpy.model.layers.LAYER_BUILDERS` and the ``build`` of each class in
@@ -22,7 +22,8 @@ BUILDERS: Mapping[str, Builder] = MappingProxyType({**LAYER_BUILDERS, **head_bui
 
 
 def builders_with(heads: HeadTable) -> Mapping[str, Builder]:
-    """The builders table with ``heads`` as the head rows (see :func:`darknetpy.model.heads.register_head`)."""
+    """The builders table with ``heads`` as the head rows (see
+    :func:`darknetpy.model.heads.register_head`)."""
     return MappingProxyType({**LAYER_BUILDERS, **head_builders(heads)})
 
 # Sections darknet knows but darknetpy does not build, with the reason given to the user.

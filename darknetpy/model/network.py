@@ -54,7 +54,8 @@ class Network(nn.Module):
 
     # ---- construction ----
     @classmethod
-    def from_cfg(cls, path: str | Path, *, strict: bool = False, heads: HeadTable | None = None) -> Network:
+    def from_cfg(cls, path: str | Path, *, strict: bool = False,
+                 heads: HeadTable | None = None) -> Network:
         """Build the network described by the cfg file at ``path``.
 
         Args:
@@ -142,8 +143,8 @@ class Network(nn.Module):
         return [self.layers[i] for i in self.heads]  # type: ignore[misc]
 
     def head_inputs(self, x: torch.Tensor) -> dict[int, HeadInput]:
-        """``{head layer index: what its loss scores}`` (:meth:`DetectionHead.head_input`: the tensor
-        entering a Darknet head, the per-level tensors of a ``layers=`` head)."""
+        """``{head layer index: what its loss scores}`` (:meth:`DetectionHead.head_input`: the
+        tensor entering a Darknet head, the per-level tensors of a ``layers=`` head)."""
         if not self.heads:
             raise CfgError(
                 f"{self.where()}: the network has no [yolo], [region], [Gaussian_yolo] or other "
@@ -219,9 +220,10 @@ class Network(nn.Module):
         """Every head's training loss, summed (:func:`darknetpy.model.heads.base.compute_loss`).
 
         Args:
-            head_inputs: ``{head layer index: what it scores}`` (see :meth:`head_inputs`): one tensor
-                for a Darknet head, a list of per-level tensors for a ``layers=`` head.
-            truth: (N, T, 5) rows (x, y, w, h, class) relative to the network input; zero rows ignored.
+            head_inputs: ``{head layer index: what it scores}`` (see :meth:`head_inputs`): one
+                tensor for a Darknet head, a list of per-level tensors for a ``layers=`` head.
+            truth: (N, T, 5) rows (x, y, w, h, class) relative to the network input; zero rows
+                ignored.
             input_size: the current network input (w, h) when random resizing changed it.
             seen: images seen so far ([region]'s early-training prior term).
         """

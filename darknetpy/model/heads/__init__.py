@@ -1,8 +1,9 @@
 """Detection heads: the ``HEADS`` table (section name -> head class) and the head base class.
 
-A head is one :class:`~darknetpy.model.heads.base.DetectionHead` subclass that owns its options,
-forward, decode, NMS, loss and export outputs (see :mod:`.base`). Adding a head kind is one module and
-one row here. To try a head without editing the package, build a network with an extended table::
+A head is one :class:`~darknetpy.model.heads.base.DetectionHead` subclass that owns its
+options, forward, decode, NMS, loss and export outputs (see :mod:`.base`). Adding a head kind is
+one module and one row here. To try a head without editing the package, build a network with an
+extended table::
 
     heads = register_head(HEADS, "my_head", MyHead)       # a new mapping; HEADS is unchanged
     net = Network.from_cfg("my.cfg", heads=heads)
@@ -42,7 +43,8 @@ HEADS: HeadTable = MappingProxyType({
 
 
 def register_head(table: HeadTable, name: str, head: type[DetectionHead]) -> HeadTable:
-    """``table`` plus ``[name]`` built by ``head``, as a new read-only mapping (``table`` is unchanged).
+    """``table`` plus ``[name]`` built by ``head``, as a new read-only mapping (``table`` is
+    unchanged).
 
     Raises:
         TypeError: ``head`` is not a :class:`DetectionHead` subclass.

@@ -1,20 +1,23 @@
 """What every detection head is: :class:`DetectionHead`, and the network's loss over its heads.
 
-A head is a layer (its ``forward`` is what :meth:`Network.forward_layers` returns for it) that also owns:
+A head is a layer (its ``forward`` is what :meth:`Network.forward_layers` returns for it) that
+also owns:
 
 * its options record (``self.options``, parsed once by :meth:`DetectionHead.build`);
-* :meth:`~DetectionHead.head_input`: what the loss scores, taken from the layer outputs: the one tensor
-  entering a Darknet head, or the list of per-level tensors (``layers=``) of an anchor-free head;
-* :meth:`~DetectionHead.decode`: every candidate box as :class:`Candidates` (detection, evaluation and
-  export all start from it);
+* :meth:`~DetectionHead.head_input`: what the loss scores, taken from the layer outputs: the one
+  tensor entering a Darknet head, or the list of per-level tensors (``layers=``) of an anchor-free
+  head;
+* :meth:`~DetectionHead.decode`: every candidate box as :class:`Candidates` (detection, evaluation
+  and export all start from it);
 * :meth:`~DetectionHead.detections`: the candidates above a threshold as Darknet's detection arrays;
 * :meth:`~DetectionHead.nms`: its NMS (Darknet's heads: per-class greedy / DIoU; anchor-free heads:
   class-aware with ``max_det``);
-* :meth:`~DetectionHead.loss`: its training loss as a :class:`~darknetpy.model.heads.records.HeadLoss`;
+* :meth:`~DetectionHead.loss`: its training loss as a
+  :class:`~darknetpy.model.heads.records.HeadLoss`;
 * :meth:`~DetectionHead.export_outputs`: the decoded tensors an ONNX export appends.
 
-Which class builds which section is the ``HEADS`` table of :mod:`darknetpy.model.heads`; nothing else
-dispatches on a head's kind.
+Which class builds which section is the ``HEADS`` table of :mod:`darknetpy.model.heads`; nothing
+else dispatches on a head's kind.
 """
 
 from __future__ import annotations
@@ -113,8 +116,9 @@ class DetectionHead(DarknetLayer):
         Args:
             output: the head's output for a batch.
             net_size: the network input (width, height) it was computed at.
-            traceable: for ONNX export: tensor operations only, on the output's device (otherwise
-                the head may compute as its reference does, e.g. Darknet's double-precision ``exp``).
+            traceable: for ONNX export: tensor operations only, on the output's device
+                (otherwise the head may compute as its reference does, e.g. Darknet's
+                double-precision ``exp``).
         """
         raise NotImplementedError(f"{type(self).__name__}.decode")
 
@@ -144,8 +148,9 @@ class DetectionHead(DarknetLayer):
         """
         raise NotImplementedError(f"{type(self).__name__}.nms")
 
-    def export_outputs(self, output: torch.Tensor,
-                       net_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def export_outputs(
+        self, output: torch.Tensor, net_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The ``boxes``, ``objectness`` and ``scores`` an ONNX export with decoding appends
         (:meth:`decode` with ``traceable=True``).
 
@@ -156,12 +161,15 @@ class DetectionHead(DarknetLayer):
         return c.boxes, c.objectness, c.scores
 
 
-def compute_loss(net: Any, head_inputs: Mapping[int, HeadInput], truth: torch.Tensor | np.ndarray, *,
-                 input_size: tuple[int, int] | None = None, seen: int = 0) -> LossTerms:
+def compute_loss(
+    net: Any, head_inputs: Mapping[int, HeadInput], truth: torch.Tensor | np.ndarray, *,
+    input_size: tuple[int, int] | None = None, seen: int = 0,
+) -> LossTerms:
     """Every head's loss (:meth:`DetectionHead.loss`), summed into one training scalar.
 
     Args:
-        net: the :class:`~darknetpy.model.network.Network` (reads ``layers`` and ``net.width/height``).
+        net: the :class:`~darknetpy.model.network.Network` (reads ``layers`` and
+            ``net.width/height``).
         head_inputs: ``{head layer index: DetectionHead.head_input}`` (see ``Network.head_inputs``).
         truth: (N, T, 5+) rows (x, y, w, h, class) relative to the network input; rows end at the
             first x == 0.

@@ -1,6 +1,6 @@
-"""What Darknet's own heads (``[yolo]``, ``[Gaussian_yolo]``, ``[region]``) share: one input (the layer
-just above, with ``num * entries`` channels), an options record, Darknet's NMS, a loss given as Darknet's
-``delta``, and the ``map=`` file."""
+"""What Darknet's own heads (``[yolo]``, ``[Gaussian_yolo]``, ``[region]``) share: one input (the
+layer just above, with ``num * entries`` channels), an options record, Darknet's NMS, a loss given
+as Darknet's ``delta``, and the ``map=`` file."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def by_cell(output: torch.Tensor, num: int, entries: int) -> torch.Tensor:
     """A ``[yolo]``-style output (N, num*entries, H, W) as (N, H*W*num, entries): darknet's
     ``entry_index`` layout seen cell by cell (cells row-major, anchor slots innermost)."""
     n, _, h, w = output.shape
-    return output.reshape(n, num, entries, h, w).permute(0, 3, 4, 1, 2).reshape(n, h * w * num, entries)
+    v = output.reshape(n, num, entries, h, w).permute(0, 3, 4, 1, 2)
+    return v.reshape(n, h * w * num, entries)
 
 
 def grid_cells(h: int, w: int, a: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +92,8 @@ class DarknetHead(DetectionHead):
     def build(cls, opts: Options, ctx: BuildContext) -> DarknetHead:
         """The head on the layer just above, once its channels fit ``num * entries``."""
         options = cls.parse(opts)
-        prev = _check_channels(opts, ctx, options.num * options.entries, cls.formula(options), cls.reads)
+        channels = options.num * options.entries
+        prev = _check_channels(opts, ctx, channels, cls.formula(options), cls.reads)
         return cls(opts.section, ctx.index, (ctx.index - 1,), prev, prev, options)
 
     def nms_settings(self) -> tuple[NmsKind, float]:
@@ -109,9 +111,10 @@ class DarknetHead(DetectionHead):
 
     def loss(self, inputs: HeadInput, truth: torch.Tensor | np.ndarray, *,
              input_size: tuple[int, int], seen: int = 0) -> HeadLoss:
-        """Darknet's delta, with ``total = -(delta * z).sum()`` so that backward gives ``-delta``."""
+        """Darknet's delta, with ``total = -(delta * z).sum()``: backward gives ``-delta``."""
         assert isinstance(inputs, torch.Tensor)
-        return self.darknet_loss(inputs, truth, input_size=input_size, seen=seen).with_surrogate(inputs)
+        result = self.darknet_loss(inputs, truth, input_size=input_size, seen=seen)
+        return result.with_surrogate(inputs)
 
     def extra_repr(self) -> str:
         o = self.options

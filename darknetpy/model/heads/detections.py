@@ -1,8 +1,9 @@
 """Darknet's detection arrays, and the one path from head outputs to detections.
 
-:func:`network_detections` is ``network.c: get_network_boxes`` followed by NMS: every head decodes its
-own candidates (:meth:`DetectionHead.detections`), the arrays are joined in layer order and moved from
-the network input to the image (``yolo_layer.c: correct_yolo_boxes``), then the *last* head's NMS runs
+:func:`network_detections` is ``network.c: get_network_boxes`` followed by NMS: every head
+decodes its own candidates (:meth:`DetectionHead.detections`), the arrays are joined in layer order
+and moved from the network input to the image (``yolo_layer.c: correct_yolo_boxes``), then the
+*last* head's NMS runs
 (Darknet's commands take the last detection layer's ``nms_kind``). :meth:`Network.detect`, the
 inference model, evaluation and training's mAP all come through here.
 """
@@ -261,7 +262,8 @@ def network_detections(
     letter_box: bool = False,
     hier_thresh: float = 0.5,
 ) -> list[Detections]:
-    """:func:`get_network_boxes`, then the last head's NMS at ``nms`` (0 skips NMS, as darknet does)."""
+    """:func:`get_network_boxes`, then the last head's NMS at ``nms`` (0 skips NMS, as darknet
+    does)."""
     dets = get_network_boxes(heads, outputs, image_size, net_size, thresh, hier_thresh, letter_box)
     if nms:
         dets = [heads[-1].nms(d, nms) for d in dets]

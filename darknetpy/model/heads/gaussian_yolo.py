@@ -65,9 +65,10 @@ class GaussianYoloLayer(DarknetHead):
         col, row = grid_cells(h, w, o.num, v)
         anchors = torch.tensor(o.masked_anchors, dtype=v.dtype, device=v.device).reshape(-1, 2)
         anchors = anchors.repeat(h * w, 1)
+        exp_times = exp_times_traceable if traceable else exp_times_double
         x, y, bw, bh = get_yolo_box(v[..., 0], v[..., 2], v[..., 4], v[..., 6], col, row,
                                     anchors[:, 0], anchors[:, 1], (w, h), net_size,
-                                    exp_times=exp_times_traceable if traceable else exp_times_double)
+                                    exp_times=exp_times)
         x, y = shift_yolo_point(x, y, bw, bh, o.yolo_point.value)
         obj = v[..., 8]
         sigma = v[..., 1] + v[..., 3] + v[..., 5] + v[..., 7]

@@ -1,4 +1,5 @@
-"""What a detection head's loss returns (:class:`HeadLoss`), and the network's sum (:class:`LossTerms`)."""
+"""What a detection head's loss returns (:class:`HeadLoss`), and the network's sum
+(:class:`LossTerms`)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ class HeadLoss:
             loss is differentiated by autograd.
         cost: 0-dim float64: what the head prints and :attr:`LossTerms.cost` averages.
         stats: the printed figures.
-        total: the scalar ``backward()`` starts from. Darknet's heads give ``-(delta * z).sum()`` over
-            their input ``z`` (see :meth:`with_surrogate`), so its gradient is exactly ``-delta``.
+        total: the scalar ``backward()`` starts from. Darknet's heads give
+            ``-(delta * z).sum()`` over their input ``z`` (see :meth:`with_surrogate`), so its
+            gradient is exactly ``-delta``.
     """
 
     delta: torch.Tensor | None
@@ -53,7 +55,8 @@ class HeadLoss:
     total: torch.Tensor | None = None
 
     def with_surrogate(self, z: torch.Tensor) -> HeadLoss:
-        """This result with ``total = -(delta * z).sum()`` (Darknet's heads back-propagate ``delta``)."""
+        """This result with ``total = -(delta * z).sum()`` (Darknet's heads back-propagate
+        ``delta``)."""
         assert self.delta is not None
         return replace(self, total=-(self.delta.to(z.dtype) * z).sum())
 

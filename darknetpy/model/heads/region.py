@@ -209,7 +209,8 @@ class RegionLayer(DarknetHead):
         scale = p[..., 4]
         if o.classfix == -1:
             scale = torch.where(scale < 0.5, torch.zeros_like(scale), scale)
-        return Candidates(torch.stack(box, -1), torch.ones_like(scale), scale.unsqueeze(-1) * p[..., 5:])
+        scores = scale.unsqueeze(-1) * p[..., 5:]
+        return Candidates(torch.stack(box, -1), torch.ones_like(scale), scores)
 
     def detections(self, output: torch.Tensor, net_size: tuple[int, int],
                    thresh: float) -> list[Detections]:
@@ -244,7 +245,8 @@ class RegionLayer(DarknetHead):
     def darknet_loss(self, z: torch.Tensor, truth: torch.Tensor | np.ndarray, *,
                      input_size: tuple[int, int], seen: int) -> HeadLoss:
         del input_size
-        return region_loss(z, truth, cached_spec(self.options, region_spec), seen=seen, index=self.index)
+        spec = cached_spec(self.options, region_spec)
+        return region_loss(z, truth, spec, seen=seen, index=self.index)
 
     def extra_repr(self) -> str:
         o = self.options

@@ -6,13 +6,13 @@
     x = (col + out_x) / grid_w          w = exp(out_w) * anchor_w / size_w     (new_coords=0)
     y = (row + out_y) / grid_h          w = out_w * out_w * 4 * anchor_w / size_w   (new_coords=1)
 
-``size`` is the network input for ``[yolo]``/``[Gaussian_yolo]`` (anchors in pixels) and the grid for
-``[region]`` (anchors in cells). The functions only use ``+ - * /`` and the ``exp_times`` policy, so they
-run on NumPy arrays and on tensors alike. The one place the three users differ is how
-``exp(t) * anchor / size`` is evaluated, and each keeps its own arithmetic:
+``size`` is the network input for ``[yolo]``/``[Gaussian_yolo]`` (anchors in pixels) and the grid
+for ``[region]`` (anchors in cells). The functions only use ``+ - * /`` and the ``exp_times``
+policy, so they run on NumPy arrays and on tensors alike. The one place the three users differ is
+how ``exp(t) * anchor / size`` is evaluated, and each keeps its own arithmetic:
 
-* :func:`exp_times_double`: Darknet's C evaluates ``exp`` in double and stores a float (detection: boxes
-  stay finite for large ``t`` whenever the result fits a float);
+* :func:`exp_times_double`: Darknet's C evaluates ``exp`` in double and stores a float
+  (detection: boxes stay finite for large ``t`` whenever the result fits a float);
 * :func:`exp_times_float`: in the tensor's own dtype (the loss, as it always computed it);
 * :func:`exp_times_traceable`: ``exp(t + log(anchor / size))`` (ONNX export: one traceable graph,
   finite wherever the product fits a float).
@@ -45,7 +45,8 @@ def exp_times_double(t: T, anchor: Any, size: Any) -> T:
         anchor = torch.as_tensor(anchor, device=t.device)
         return (torch.exp(t.double()) * anchor.double() / size).to(t.dtype)
     with np.errstate(over="ignore"):
-        return (np.exp(t.astype(np.float64)) * np.asarray(anchor, np.float64) / size).astype(t.dtype)
+        wide = np.exp(t.astype(np.float64)) * np.asarray(anchor, np.float64) / size
+        return wide.astype(t.dtype)
 
 
 def exp_times_float(t: torch.Tensor, anchor: Any, size: Any) -> torch.Tensor:
@@ -54,7 +55,8 @@ def exp_times_float(t: torch.Tensor, anchor: Any, size: Any) -> torch.Tensor:
 
 
 def exp_times_traceable(t: torch.Tensor, anchor: torch.Tensor, size: Any) -> torch.Tensor:
-    """``exp(t + log(anchor / size))``: traceable to ONNX, finite wherever the product fits a float."""
+    """``exp(t + log(anchor / size))``: traceable to ONNX, finite wherever the product fits a
+    float."""
     return torch.exp(t + torch.log(anchor / size))
 
 
