@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from darknetpy.errors import CfgError, WeightsError
+from darknetpy.inference.export import decode_heads, export_onnx
 from darknetpy.model.layers.resample import space_to_depth
 from darknetpy.model.network import Network
 from darknetpy.tools.import_yolox import (
@@ -136,6 +137,24 @@ def test_golden_detections() -> None:
         i = int(np.argmax(match))
         assert abs(scores[i, 1] - obj * cls_conf) < 2e-3
         assert abs(scores[i, 2] - obj) < 2e-3
+
+
+@needs_head
+def test_golden_onnx_equals_pytorch(tmp_path: Path) -> None:
+    """ONNX export of the imported golden (decoded head + boxes/objectness/scores): onnxruntime
+    computes what PyTorch computes."""
+    pytest.importorskip("onnx", reason="onnx is an optional dependency (pip install darknetpy[onnx])")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional dependency")
+    net, _ = golden_import()
+    path = export_onnx(net, tmp_path / "yolox.onnx", with_decode=True)
+    x = torch.from_numpy(np.load(FOLDER / "input.npy"))[None] / 255
+    got = ort.InferenceSession(str(path)).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        decoded = net(x)[0].numpy()
+        want = decode_heads(net.head_layers(), net(x), (256, 256))
+    assert within(got[0], decoded, 1e-4) < 1e-4
+    for a, b in zip(got[1:], want):
+        assert within(a, b.numpy(), 1e-4) < 1e-4
 
 
 # ------------------------------------------------------------------------------------ the stem
