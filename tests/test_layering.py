@@ -1,4 +1,4 @@
-"""The package's imports go one way (CLI -> applications -> model -> foundation) and never in a circle.
+"""The package's imports go one way (CLI -> applications -> model -> foundation), never in a circle.
 
 Every ``import`` in ``darknetpy/`` is read with :mod:`ast`, function-level ones included, and each
 module gets the rank of its stage (the README's "Layout"):
@@ -17,8 +17,8 @@ rank  modules
 ====  ===========================================================================================
 
 A module may import its own rank or lower. Function-level imports of darknetpy modules are allowed
-only in the CLI (which keeps ``darknetpy --help`` from loading PyTorch); anywhere else they would be a
-cycle hidden from the reader.
+only in the CLI (which keeps ``darknetpy --help`` from loading PyTorch); anywhere else they would
+be a cycle hidden from the reader.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ RANKS: tuple[tuple[str, int], ...] = (  # longest matching prefix wins
 )
 # importer prefix -> prefixes it must not import although their rank would allow it
 FORBIDDEN: tuple[tuple[str, str, str], ...] = (
-    ("darknetpy.data", "darknetpy.model", "the data stage never imports the model (only model.cfg, the syntax)"),
+    ("darknetpy.data", "darknetpy.model",
+     "the data stage never imports the model (only model.cfg, the syntax)"),
 )
 FORBIDDEN_EXCEPT = ("darknetpy.model.cfg",)
 LAZY_OK = ("darknetpy.cli",)  # function-level imports allowed here (startup time), nowhere else
+# the package __init__: its TYPE_CHECKING block names the lazy table's modules
 EXEMPT = ("darknetpy",)
-# (importer, target): the one edge left until the heads own decode and NMS (issue 11, step 2)
-KNOWN: frozenset[tuple[str, str]] = frozenset({("darknetpy.model.network", "darknetpy.inference.postprocess")})  # the package __init__: its TYPE_CHECKING block names the lazy table's modules
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _walk(node: ast.AST, in_function: bool, type_checking: bool) -> Iterator[tuple[ast.AST, bool, bool]]:
+def _walk(node: ast.AST, in_function: bool,
+          type_checking: bool) -> Iterator[tuple[ast.AST, bool, bool]]:
     for child in ast.iter_child_nodes(node):
         yield child, in_function, type_checking
         if isinstance(child, ast.If) and _is_type_checking(child.test):
@@ -99,16 +100,19 @@ def _walk(node: ast.AST, in_function: bool, type_checking: bool) -> Iterator[tup
                 yield sub, in_function, type_checking
                 yield from _walk(sub, in_function, type_checking)
             continue
-        nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+        nested = in_function or isinstance(child, scopes)
         yield from _walk(child, nested, type_checking)
 
 
 def imports_of(name: str) -> list[Import]:
-    """Every darknetpy module that ``name`` imports (a ``from pkg import submodule`` names the submodule)."""
+    """Every darknetpy module that ``name`` imports (``from pkg import submodule`` names the
+    submodule)."""
     path, is_pkg = MODULES[name]
     package = name if is_pkg else name.rpartition(".")[0]
     found: list[Import] = []
-    for node, in_function, type_checking in _walk(ast.parse(path.read_text(), str(path)), False, False):
+    tree = ast.parse(path.read_text(), str(path))
+    for node, in_function, type_checking in _walk(tree, False, False):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -138,6 +142,10 @@ def _under(module: str, prefix: str) -> bool:
 ALL_IMPORTS = [imp for name in MODULES for imp in imports_of(name)]
 
 
+def _where(i: Import) -> str:
+    return f"{MODULES[i.importer][0].relative_to(PACKAGE.parent)}:{i.line}"
+
+
 def test_every_module_has_a_rank() -> None:
     assert len(MODULES) > 50
     for name in MODULES:
@@ -145,21 +153,20 @@ def test_every_module_has_a_rank() -> None:
 
 
 def test_every_import_names_a_module_of_the_package() -> None:
-    stale = [f"{MODULES[i.importer][0].relative_to(PACKAGE.parent)}:{i.line}: {i.target}"
-             for i in ALL_IMPORTS if i.target not in MODULES]
+    stale = [f"{_where(i)}: {i.target}" for i in ALL_IMPORTS if i.target not in MODULES]
     assert not stale, "imports of modules that do not exist:\n" + "\n".join(stale)
 
 
 def test_no_upward_import() -> None:
     bad = [
-        f"{MODULES[i.importer][0].relative_to(PACKAGE.parent)}:{i.line}: {i.importer} (rank {rank(i.importer)}) "
-        f"imports {i.target} (rank {rank(i.target)})"
+        f"{_where(i)}: {i.importer} (rank {rank(i.importer)}) imports {i.target} "
+        f"(rank {rank(i.target)})"
         for i in ALL_IMPORTS
         if i.importer not in EXEMPT and rank(i.target) > rank(i.importer)
     ]
     for importer_prefix, target_prefix, why in FORBIDDEN:
         bad += [
-            f"{MODULES[i.importer][0].relative_to(PACKAGE.parent)}:{i.line}: {i.importer} imports {i.target}: {why}"
+            f"{_where(i)}: {i.importer} imports {i.target}: {why}"
             for i in ALL_IMPORTS
             if _under(i.importer, importer_prefix) and _under(i.target, target_prefix)
             and not any(_under(i.target, ok) for ok in FORBIDDEN_EXCEPT)
@@ -169,8 +176,8 @@ def test_no_upward_import() -> None:
 
 def test_no_function_level_import_outside_the_cli() -> None:
     bad = [
-        f"{MODULES[i.importer][0].relative_to(PACKAGE.parent)}:{i.line}: {i.importer} imports {i.target} "
-        "inside a function; import it at the top (a cycle it would hide is a layering error)"
+        f"{_where(i)}: {i.importer} imports {i.target} inside a function;"
+        " import it at the top (a cycle it would hide is a layering error)"
         for i in ALL_IMPORTS
         if i.in_function and not any(_under(i.importer, ok) for ok in LAZY_OK)
     ]
@@ -178,8 +185,9 @@ def test_no_function_level_import_outside_the_cli() -> None:
 
 
 def _graph() -> dict[str, set[str]]:
-    """Runtime import edges: explicit imports (not TYPE_CHECKING ones) plus, for each, the packages Python
-    initialises on the way (``a.b.c`` runs ``a/b/__init__``) unless they contain the importer."""
+    """Runtime import edges: explicit imports (not TYPE_CHECKING ones) plus, for each, the packages
+    Python initialises on the way (``a.b.c`` runs ``a/b/__init__``) unless they contain the
+    importer."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for imp in ALL_IMPORTS:
         if imp.type_checking or imp.importer in EXEMPT:
@@ -223,11 +231,13 @@ def test_no_import_cycle() -> None:
 def test_the_checker_sees_cycles_and_upward_imports() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    assert rank("darknetpy.cli.infer") > rank("darknetpy.inference.postprocess") > rank("darknetpy.model.network")
+    assert rank("darknetpy.cli.infer") > rank("darknetpy.inference.postprocess")
+    assert rank("darknetpy.inference.postprocess") > rank("darknetpy.model.network")
     assert rank("darknetpy.model.cfg") == 0 and rank("darknetpy.model.heads.yolo") == 1
     # a function-level import is seen, and `from package import submodule` names the submodule
     assert any(i.in_function and i.importer.startswith("darknetpy.cli") for i in ALL_IMPORTS)
-    assert any(i.target == "darknetpy.training.distributed" for i in imports_of("darknetpy.training.train"))
+    train = imports_of("darknetpy.training.train")
+    assert any(i.target == "darknetpy.training.distributed" for i in train)
 
 
 @pytest.mark.parametrize("module", ["darknetpy.data.image", "darknetpy.model.cfg"])
