@@ -6,9 +6,10 @@ iterations. Each iteration: the recipe's lr/momentum/accumulation for iteration 
 (``net.compute_loss``) back-propagated; every ``accumulate`` iterations (ultralytics' ``ni -
 last_opt_step >= accumulate``) gradient clipping, one optimizer step and one EMA update. Mosaic (and
 mixup) stop for the last ``close_mosaic`` epochs, when ``[yolox]`` heads switch their L1 loss on.
-``--map`` evaluates the EMA weights; ``_final`` and ``_best`` hold the EMA weights (what ultralytics
-and YOLOX save), ``_last`` the raw weights plus the state (optimizer, EMA, counters) for an exact
-resume.
+``--map`` evaluates the EMA weights every ``max(map_epochs epochs, 100)`` iterations and at the end;
+``_final``, ``_best`` and ``_<N>`` (written at each of those points, ``--map`` or not) hold the EMA
+weights (what ultralytics and YOLOX save and validate), ``_last`` the raw weights plus the state
+(optimizer, EMA, counters) for an exact resume.
 """
 
 from __future__ import annotations
@@ -262,6 +263,8 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
                       f"{spent:f} seconds, {loop.iteration * c.batch} images, "
                       f"({' '.join(f'{v:.4f}' for v in items)}), data {t1 - t0:.3f} s"
                       + (" step" if stepped else ""), flush=True)  # fmt: skip
+                if loop.iteration % every_map == 0 and loop.iteration < c.max_batches:
+                    save(loop.iteration, use_ema=True)  # _<N>: EMA weights at each map point
                 if map and (loop.iteration % every_map == 0 or loop.iteration >= c.max_batches):
                     loop.last_map = evaluate_map()
                     loop.maps.append((loop.iteration, loop.last_map))
