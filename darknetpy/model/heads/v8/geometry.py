@@ -19,6 +19,7 @@ __all__ = [
     "dfl_expectation",
     "dist_to_xywh",
     "dist_to_xyxy",
+    "iou",
     "xywh_to_xyxy",
     "xyxy_to_dist",
     "xyxy_to_xywh",
@@ -103,6 +104,16 @@ def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
     """``(x1, y1, x2, y2)`` -> ``(cx, cy, w, h)`` (``utils/ops.py: xyxy2xywh``)."""
     x1y1, x2y2 = boxes[..., :2], boxes[..., 2:]
     return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), -1)
+
+
+def iou(a: torch.Tensor, b: torch.Tensor, eps: float = CIOU_EPS) -> torch.Tensor:
+    """Plain IoU of corner boxes (``utils/metrics.py: bbox_iou(xywh=False)``, its eps placement)."""
+    wa, ha = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1] + eps
+    wb, hb = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1] + eps
+    inter = (a[..., 2].minimum(b[..., 2]) - a[..., 0].maximum(b[..., 0])).clamp(0) * (
+        a[..., 3].minimum(b[..., 3]) - a[..., 1].maximum(b[..., 1])
+    ).clamp(0)
+    return inter / (wa * ha + wb * hb - inter + eps)
 
 
 def ciou(a: torch.Tensor, b: torch.Tensor, eps: float = CIOU_EPS) -> torch.Tensor:

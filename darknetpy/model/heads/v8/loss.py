@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .assign import TAL_EPS, task_aligned_assign
 from .decode import dfl_distances, level_shapes, split_levels
-from .geometry import anchor_points, ciou, dist_to_xyxy, xywh_to_xyxy, xyxy_to_dist
+from .geometry import anchor_points, ciou, dist_to_xyxy, iou, xywh_to_xyxy, xyxy_to_dist
 
 __all__ = ["V8Loss", "V8LossOptions", "bce_sparse_sum", "dfl_loss", "truth_to_gt", "v8_loss"]
 
@@ -39,11 +39,15 @@ class V8LossOptions:
 @dataclass(frozen=True)
 class V8Loss:
     """``total``: scalar with the graph, ``(box + cls + dfl) * N``; ``items``: detached (3,)
-    gain-scaled ``(box, cls, dfl)`` per image (ultralytics' ``loss_items``, what it prints)."""
+    gain-scaled ``(box, cls, dfl)`` per image (ultralytics' ``loss_items``, what it prints);
+    ``foreground``: detached count of assigned anchors; ``avg_iou``: detached mean IoU of their
+    predicted boxes with their truths (0 without any)."""
 
     total: torch.Tensor
     items: torch.Tensor
     batch: int
+    foreground: torch.Tensor
+    avg_iou: torch.Tensor
 
     @property
     def box(self) -> float:
@@ -192,4 +196,6 @@ def v8_loss(
 
     gains = cls_logits.new_tensor([o.box_gain, o.cls_gain, o.dfl_gain])
     items = torch.stack((box, cls, dfl)) / score_sum * gains
-    return V8Loss(total=items.sum() * n, items=items.detach(), batch=n)
+    with torch.no_grad():
+        avg_iou = iou(pred_boxes[fb, fa], target_boxes).sum() / max(len(fb), 1)
+    return V8Loss(items.sum() * n, items.detach(), n, torch.tensor(len(fb)), avg_iou)
