@@ -20,6 +20,7 @@ from ..layers.base import Builder
 from .base import Candidates, DetectionHead, compute_loss
 from .gaussian_yolo import GaussianYoloLayer
 from .region import RegionLayer
+from .v8.head import YoloV8Head
 from .yolo import YoloLayer
 
 __all__ = [
@@ -39,6 +40,7 @@ HEADS: HeadTable = MappingProxyType({
     "yolo": YoloLayer,
     "Gaussian_yolo": GaussianYoloLayer,
     "region": RegionLayer,
+    "yolov8": YoloV8Head,
 })
 
 
