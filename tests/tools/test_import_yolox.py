@@ -117,9 +117,10 @@ def test_golden_decoded() -> None:
 @needs_head
 def test_golden_detections() -> None:
     net, _ = golden_import()
+    thresholds = json.loads((FOLDER / "meta.json").read_text())["nms"]
+    conf, nms = thresholds["conf"], thresholds["nms"]
+    assert not thresholds["class_agnostic"]
     lines = (FOLDER / "dets.txt").read_text().splitlines()
-    conf = float(lines[0].split("conf ")[1].split()[0])
-    nms = float(lines[0].split("nms ")[1].split()[0].rstrip(";"))
     expected = np.array([[float(v) for v in line.split()] for line in lines[1:]])
     x = torch.from_numpy(np.load(FOLDER / "input.npy"))[None] / 255
     with torch.no_grad():
