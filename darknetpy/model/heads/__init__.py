@@ -22,6 +22,7 @@ from .gaussian_yolo import GaussianYoloLayer
 from .region import RegionLayer
 from .v8.head import YoloV8Head
 from .yolo import YoloLayer
+from .yolox.head import YoloxHead
 
 __all__ = [
     "HEADS",
@@ -41,6 +42,7 @@ HEADS: HeadTable = MappingProxyType({
     "Gaussian_yolo": GaussianYoloLayer,
     "region": RegionLayer,
     "yolov8": YoloV8Head,
+    "yolox": YoloxHead,
 })
 
 

@@ -25,7 +25,15 @@ from torch import Tensor
 from .assign import assign_image
 from .decode import anchor_points, decode_boxes, flatten_levels
 
-__all__ = ["IOU_WEIGHT", "YoloxLoss", "iou_loss", "l1_target", "yolox_loss"]
+__all__ = [
+    "IOU_WEIGHT",
+    "YoloxLoss",
+    "YoloxLossDetails",
+    "iou_loss",
+    "l1_target",
+    "yolox_loss",
+    "yolox_loss_details",
+]
 
 IOU_WEIGHT = 5.0  # get_losses' reg_weight
 
@@ -40,6 +48,15 @@ class YoloxLoss(NamedTuple):
     cls: Tensor
     l1: Tensor
     fg_per_gt: Tensor
+
+
+class YoloxLossDetails(NamedTuple):
+    """:class:`YoloxLoss` with SimOTA's assignment: ``fg`` (N, A) the foreground anchors and
+    ``matched_iou`` (N, A) their IoU with the matched truth (0 elsewhere), for statistics."""
+
+    terms: YoloxLoss
+    fg: Tensor
+    matched_iou: Tensor
 
 
 def iou_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -71,6 +88,20 @@ def yolox_loss(
     use_l1: bool = False,
     input_size: tuple[int, int] | None = None,
 ) -> YoloxLoss:
+    """YOLOX's loss terms (:func:`yolox_loss_details` without the assignment)."""
+    return yolox_loss_details(
+        level_outputs, truth, strides, use_l1=use_l1, input_size=input_size
+    ).terms
+
+
+def yolox_loss_details(
+    level_outputs: Sequence[Tensor],
+    truth: Tensor,
+    strides: Sequence[int],
+    *,
+    use_l1: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> YoloxLossDetails:
     """YOLOX's loss (``YOLOXHead.get_losses``) of raw head outputs against truth boxes.
 
     Args:
@@ -84,7 +115,7 @@ def yolox_loss(
             times its stride.
 
     Returns:
-        The loss terms; ``total`` carries the gradient.
+        The loss terms (``total`` carries the gradient) and the assignment.
     """
     flat = flatten_levels(level_outputs).float()
     batch, num_anchors, channels = flat.shape
@@ -133,4 +164,5 @@ def yolox_loss(
     else:
         loss_l1 = flat.new_zeros(())
     total = IOU_WEIGHT * loss_iou + loss_obj + loss_cls + loss_l1
-    return YoloxLoss(total, IOU_WEIGHT * loss_iou, loss_obj, loss_cls, loss_l1, num_fg / num_gt)
+    terms = YoloxLoss(total, IOU_WEIGHT * loss_iou, loss_obj, loss_cls, loss_l1, num_fg / num_gt)
+    return YoloxLossDetails(terms, fg, matched_iou)
