@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from darknetpy.errors import CfgError
+from darknetpy.inference.export import export_onnx, output_names
 from darknetpy.model.heads import HEADS
 from darknetpy.model.heads.yolox import decode_yolox, postprocess_yolox, yolox_loss
 from darknetpy.model.heads.yolox.head import YoloxHead
@@ -175,3 +176,20 @@ def test_golden_compute_loss(part: str) -> None:
         assert level.grad is not None
         grad = np.concatenate([train[f"{part}/grad/{n}/{k}"] for n in names], 1)
         assert np.abs(level.grad.numpy() - grad).max() <= 1e-4 * np.abs(grad).max()
+
+
+def test_onnx_export_gives_the_decoded_head_and_candidates(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    net = _net()
+    path = export_onnx(net, tmp_path / "yolox.onnx", with_decode=True, dynamic_batch=True)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip(output_names(net, with_decode=True), session.run(None, {"images": x.numpy()}),
+                   strict=True))
+    with torch.no_grad():
+        decoded = net(x)[0]
+    np.testing.assert_allclose(got["head_10"], decoded.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got["boxes"], decoded[..., :4].numpy() / 64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["objectness"], decoded[..., 4].numpy(), rtol=1e-4, atol=1e-6)
+    scores = (decoded[..., 4:5] * decoded[..., 5:]).numpy()
+    np.testing.assert_allclose(got["scores"], scores, rtol=1e-4, atol=1e-6)
