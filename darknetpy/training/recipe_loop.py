@@ -6,7 +6,8 @@ iterations. Each iteration: the recipe's lr/momentum/accumulation for iteration 
 (``net.compute_loss``) back-propagated; every ``accumulate`` iterations (ultralytics' ``ni -
 last_opt_step >= accumulate``) gradient clipping, one optimizer step and one EMA update. Mosaic (and
 mixup) stop for the last ``close_mosaic`` epochs, when ``[yolox]`` heads switch their L1 loss on.
-``--map`` evaluates the EMA weights every ``max(map_epochs epochs, 100)`` iterations and at the end;
+``--map`` evaluates the EMA weights every ``map_epochs`` epochs (ultralytics validates every epoch;
+Darknet's 100-iteration floor does not apply) and at the end;
 ``_final``, ``_best`` and ``_<N>`` (written at each of those points, ``--map`` or not) hold the EMA
 weights (what ultralytics and YOLOX save and validate), ``_last`` the raw weights plus the state
 (optimizer, EMA, counters) for an exact resume.
@@ -45,7 +46,6 @@ from .checkpoint import (
     load_state,
     save_checkpoint,
 )
-from .multiscale import map_interval
 from .recipe_data import RecipeBatches
 from .recipe_init import init_from_scratch, set_recipe_bn_momentum
 from .recipes import (
@@ -185,7 +185,7 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
     batches_src = RecipeBatches(images, classes, _augment(c, r, plan), c.batch, loop.seed,
                                 (c.width, c.height), cache=len(images) <= 2000 if cache is None else cache)
     base = basecfg(cfg)
-    every_map = map_interval(map_epochs, len(images), c.batch)
+    every_map = max(1, map_epochs) * plan.epoch_iters  # per epochs, as ultralytics validates
     print(f"{base}: recipe {r.recipe}, {len(images)} training images, batch {c.batch} = "
           f"{c.subdivisions} x {c.mini_batch}; {plan.describe()}; seed {loop.seed}; iteration "
           f"{loop.iteration}; checkpoints in {backup_dir}", flush=True)  # fmt: skip
@@ -308,6 +308,13 @@ def _forward_backward(net: Network, images: torch.Tensor, truth: torch.Tensor, c
         loss = net.compute_loss(heads, t)
         loss.total.backward()
         total += float(loss.total.detach()) / (x.shape[0] if per_image else 1)
-        terms = np.array([float(v) for cost in loss.costs.values() for v in np.atleast_1d(cost)])
+        terms = np.array([v for i in sorted(loss.stats) for v in _printed_terms(loss.stats[i])])
         items = terms if items is None else items + terms
     return total / c.subdivisions, tuple((items / c.subdivisions).tolist()) if items is not None else ()
+
+
+def _printed_terms(stats: Any) -> tuple[float, ...]:
+    """A head's printed loss terms: its ``items`` (``[yolov8]``: box, cls, dfl as ultralytics prints
+    them; ``[yolox]``: iou, obj, cls, l1) when it has them, else its cost."""
+    items = getattr(stats, "items", None)
+    return tuple(float(v) for v in items) if items is not None else (float(stats.cost),)
