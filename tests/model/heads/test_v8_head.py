@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from darknetpy.errors import CfgError
+from darknetpy.inference.export import export_onnx, output_names
 from darknetpy.model.heads import HEADS, register_head
 from darknetpy.model.heads.v8 import decode_v8, v8_loss
 from darknetpy.model.heads.v8.head import V8Stats, YoloV8Head
@@ -175,3 +176,16 @@ def test_golden_detections_and_nms_match_dets_txt(golden_head) -> None:
     assert np.abs(got - ref[:, :4]).max() < 1e-3 * 256
     assert np.abs(kept.probs.max(1) - ref[:, 4]).max() < 2e-3
     assert np.array_equal(kept.probs.argmax(1), ref[:, 5].astype(int))
+
+
+def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
+    pytest.importorskip("onnx", reason="onnx is an optional dependency (pip install darknetpy[onnx])")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional dependency")
+    net = _net(_cfg(64, 2, 4, (8, 16))).eval()
+    path = export_onnx(net, tmp_path / "v8.onnx", with_decode=True, fuse=False)
+    x = torch.rand(1, 3, 64, 64)
+    got = ort.InferenceSession(str(path)).run(None, {"images": x.numpy()})
+    names = output_names(net, with_decode=True)
+    assert names[0] == "head_2" and "boxes" in names
+    want = net.forward_layers(x)[2].detach().numpy()
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
