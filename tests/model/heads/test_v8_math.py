@@ -307,3 +307,33 @@ def test_nms_is_class_aware_and_strict() -> None:
     assert len(nms_v8(decoded, 0.5, 0.7, max_det=2)[0]) == 2
     assert len(nms_v8(decoded, 0.5, 0.7, agnostic=True)[0]) == 2  # the class-1 twin goes too
     assert nms_v8(decoded, 0.95, 0.7)[0].shape == (0, 7)
+
+
+def test_nms_equals_a_plain_greedy_loop_per_class() -> None:
+    """Random crowded boxes, 3 classes: the kernel keeps what a textbook loop keeps (float64 IoU,
+    same class only, best first) - the rule ultralytics' class offset implements."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (400, 2))
+    wh = rng.uniform(5, 40, (400, 2))
+    scores = rng.uniform(0.3, 1.0, (400, 3)) * (rng.uniform(size=(400, 3)) < 0.5)
+    decoded = torch.from_numpy(np.concatenate((xy, wh, scores), 1).astype(np.float32))
+    got = nms_v8(decoded, 0.25, 0.5, max_det=1000)[0].numpy()
+
+    d = decoded.numpy().astype(np.float64)
+    best, label = d[:, 4:].max(1), d[:, 4:].argmax(1)
+    cand = [i for i in np.argsort(-best, kind="stable") if best[i] > 0.25]
+    corners = np.concatenate((d[:, :2] - d[:, 2:4] / 2, d[:, :2] + d[:, 2:4] / 2), 1)
+
+    def iou(i: int, j: int) -> float:
+        a, b = corners[i], corners[j]
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+        return w * h / (area - w * h)
+
+    kept: list[int] = []
+    for i in cand:
+        if all(label[k] != label[i] or iou(k, i) <= 0.5 for k in kept):
+            kept.append(i)
+    assert 20 < len(kept) < len(cand)  # a real test: many suppressed, many kept
+    assert got[:, 6].astype(int).tolist() == kept
