@@ -278,3 +278,19 @@ def test_plan_raccoon_runs() -> None:
     assert p.decay == 5e-4 and p.close_mosaic_iteration == 241  # epochs 24.. without mosaic
     p = plan_recipe(yx, _recipe("recipe=yolox\nepochs=40"), 160, 1, max_batches=20)
     assert (p.epochs, p.max_batches) == (40, 20)  # the 40-epoch schedule, stopped at 20
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ("yolov8n-raccoon.cfg", {0: 2.0, 64: math.log(5 / 6400)}),  # stride 8: (640/8)^2 = 6400
+    ("yolox-tiny-raccoon.cfg", {4: -math.log(99), 5: -math.log(99)}),  # objectness, class
+])  # fmt: skip
+def test_head_bias_prior_on_the_raccoon_cfgs(cfg: str, expected: dict[int, float]) -> None:
+    net = Network.from_cfg(REPO / "cfg" / cfg)
+    init_from_scratch(net, net.net.recipe)
+    level = net.heads and net.layers[net.heads[0]].sources[0]
+    for channel, value in expected.items():
+        conv, c = channel_origin(net, level, channel)
+        assert float(conv.conv.bias[c]) == pytest.approx(value)
