@@ -215,3 +215,86 @@ def test_state_file_that_is_not_a_state_dict(tmp_path: Path) -> None:
     torch.save({"model": [1, 2]}, tmp_path / "ckpt.pt")
     with pytest.raises(WeightsError, match="state_dict"):
         load_state_dict(tmp_path / "ckpt.pt")
+
+
+# ---- end to end: the imported network with the [yolov8] head ----
+@needs_golden
+def test_golden_decoded_head_output(golden_import, golden_outputs) -> None:
+    """``forward_layers(x)[head]`` is ultralytics' eval-mode ``Detect`` output, transposed."""
+    decoded = np.load(V8 / "forward.npz")["decoded"]
+    assert _relative(golden_outputs[golden_import.head].T, decoded) < 1e-3
+
+
+def _golden_dets() -> tuple[np.ndarray, float, float]:
+    header = (V8 / "dets.txt").read_text().splitlines()[0]
+    words = header.replace(";", " ").replace(")", " ").split()
+    conf = float(words[words.index("conf_thres") + 1])
+    iou = float(words[words.index("iou_thres") + 1])
+    return np.loadtxt(V8 / "dets.txt", ndmin=2), conf, iou
+
+
+def _matches(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Which ``rows`` (x1 y1 x2 y2 score class, pixels) are ``row``: same class, score within 2e-3,
+    box within 1e-3 of the input size (256)."""
+    return ((rows[:, 5] == row[5]) & (np.abs(rows[:, 4] - row[4]) < 2e-3)
+            & (np.abs(rows[:, :4] - row[:4]).max(1) < 1e-3 * 256))
+
+
+@needs_golden
+def test_golden_detect_equals_ultralytics_nms(golden_import) -> None:
+    """``net.detect`` at ultralytics' thresholds gives dets.txt's detections (class, score within
+    2e-3, box within 1e-3 of the input size).
+
+    With random weights many candidates' scores tie to the last float32 bit (0.409495 ten times
+    over), and a one-ulp difference from ultralytics' float rounding decides which of a tied group
+    NMS keeps. So: the same count; every detection whose score ties with no other candidate is
+    ultralytics' own; every other one is one of ultralytics' candidates (decoded, above the
+    threshold) of that tied score. (The NMS itself on ultralytics' decoded output reproduces
+    dets.txt exactly: the head's tests.)"""
+    ref, conf, iou = _golden_dets()
+    net = imported_network(golden_import)
+    x = torch.from_numpy(np.load(V8 / "input.npy"))[None].float()
+    rows = net.detect(x, (256, 256), thresh=conf, nms=iou)[0]
+    got = np.array([[r.x - r.w / 2, r.y - r.h / 2, r.x + r.w / 2, r.y + r.h / 2, r.prob, r.class_id]
+                    for r in rows])
+    got[:, :4] *= 256
+    decoded = np.load(V8 / "forward.npz")["decoded"].T
+    score, label = decoded[:, 4:].max(1), decoded[:, 4:].argmax(1)
+    keep = score > np.float32(conf)
+    xy, wh = decoded[keep, :2], decoded[keep, 2:4]
+    candidates = np.concatenate([xy - wh / 2, xy + wh / 2, score[keep, None], label[keep, None]], 1)
+    assert len(got) == len(ref) > 0
+    for row in got:
+        assert _matches(candidates, row).any(), f"{row} is not one of ultralytics' candidates"
+    for row in ref:
+        tied = (np.abs(candidates[:, 4] - row[4]) < 1e-6).sum() > 1
+        if not tied:
+            assert _matches(got, row).any(), f"ultralytics' {row} is missing"
+    assert sum(not (np.abs(candidates[:, 4] - r[4]) < 1e-6).sum() > 1 for r in ref) >= 4
+
+
+@needs_golden
+def test_cli_import_ultralytics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from darknetpy.cli import main
+
+    cfg, weights = tmp_path / "v8.cfg", tmp_path / "v8.weights"
+    assert main(["import-ultralytics", str(V8 / "model.yaml"), str(V8 / "state_dict.pt"), str(cfg),
+                 str(weights), "--size", "256"]) == 0
+    assert "3.01M parameters" in capsys.readouterr().out
+    net = Network.from_cfg(cfg)
+    net.load_weights(weights)
+    assert (net.net.width, len(net.layers)) == (256, 105)
+
+
+def test_cli_unsupported_module_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from darknetpy.cli import main
+
+    model = tiny_model()
+    model["head"][2] = [-1, 2, "C3k2", [64]]
+    (tmp_path / "m.json").write_text(json.dumps(model))
+    torch.save({}, tmp_path / "s.pt")
+    assert main(["import-ultralytics", str(tmp_path / "m.json"), str(tmp_path / "s.pt"),
+                 str(tmp_path / "o.cfg"), str(tmp_path / "o.weights")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("darknetpy: error:") and "module C3k2" in err and "row 6 (head)" in err
+    assert "\n" not in err and not (tmp_path / "o.cfg").exists()
