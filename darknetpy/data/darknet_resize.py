@@ -27,20 +27,9 @@ def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resize_image_numpy(image: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's ``resize_image`` (src/image.c) in numpy: the reference :func:`resize_image` must
-    equal bit for bit (tests/data/test_image.py checks it; it is several times slower).
-
-    The horizontal pass sets the last column to the last source column exactly; the vertical pass
-    writes ``(1-dy)*part[iy]`` and then adds ``dy*part[iy+1]`` except on the last row (where, by
-    float rounding, ``dy`` can be close to 1 and the row is then darker, as in Darknet).
-
-    Args:
-        image: float32 array (C, H, W) (or (H, W) for one channel).
-        w, h: output width and height.
-
-    Returns:
-        float32 array (C, h, w).
-    """
+    """Darknet's ``resize_image`` (src/image.c) in numpy, with :func:`resize_image`'s arguments and
+    result: the reference the compiled :func:`resize_image` must equal bit for bit
+    (tests/data/test_image.py checks it; it is several times slower)."""
     image = np.asarray(image, dtype=np.float32)
     squeeze = image.ndim == 2
     if squeeze:
