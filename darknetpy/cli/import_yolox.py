@@ -51,8 +51,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="YOLOX's activation")
     p.add_argument("--size", type=positive_int, default=None,
                    help="network input size in the cfg (default: 416 for nano/tiny, else 640)")
-    p.add_argument("--input-order", choices=("bgr", "rgb"), default="bgr",
-                   help="the channel order the model was trained on (YOLOX's own: OpenCV BGR)")
-    p.add_argument("--bn-eps", type=positive_float, default=0.001,
-                   help="batch-norm eps (YOLOX's exps: 1e-3; not stored in the checkpoint)")
+    p.add_argument("--input-order", choices=("bgr", "rgb"), default="rgb",
+                   help="rgb (default): the network, fed the array YOLOX was fed / 255, computes "
+                        "what YOLOX computes; bgr: YOLOX's released checkpoints, trained on "
+                        "OpenCV's BGR, reversed so darknetpy's RGB photos give YOLOX's result")
+    p.add_argument("--bn-eps", type=positive_float, default=None,
+                   help="batch-norm eps, not stored in a state dict (default: 1e-3 for YOLOX's "
+                        "{'model': ...} training checkpoints, PyTorch's 1e-5 for a bare state dict)")
     p.set_defaults(func=cmd_import_yolox)

@@ -12,10 +12,17 @@ are rearranged so the imported network computes exactly what YOLOX computes (up 
 * **0-255 -> [0, 1].** YOLOX takes raw pixel values; darknetpy networks take [0, 1]. The stem conv
   has no bias and is followed by batch norm, so multiplying its weights by 255 makes
   ``net(x / 255) == yolox(x)`` (one float32 rounding per weight).
-* **Channel order.** YOLOX's own checkpoints are trained on OpenCV's BGR images; darknetpy feeds
-  RGB. With ``input_order="bgr"`` the colour channels of the stem are reversed, so the imported
-  network, fed RGB, computes what YOLOX computes on the same image in BGR. ``input_order="rgb"``
-  keeps them (a model that was fed RGB, like the golden reference data).
+* **Channel order.** By default (``input_order="rgb"``) the imported network, fed the array YOLOX
+  was fed divided by 255, computes what YOLOX computes: no channel is moved. YOLOX's own released
+  checkpoints were trained on OpenCV's BGR images while darknetpy reads images as RGB: with
+  ``input_order="bgr"`` the colour channels of the stem are reversed, so the imported network, fed
+  darknetpy's RGB, computes what YOLOX computes on the same photo in BGR.
+* **Batch-norm eps** is not in a state dict. YOLOX's exps build models through ``init_yolo``
+  (eps 1e-3), and the trainer saves them as ``{"model": state_dict, ...}``
+  (``yolox/core/trainer.py: save_ckpt``); a bare state dict of a model built directly
+  (``YOLOX(backbone, head)``) has ``BaseConv``'s ``nn.BatchNorm2d`` default, 1e-5. With
+  ``bn_eps=None`` the importer takes 1e-3 for the checkpoint form and 1e-5 for a bare state dict
+  (:func:`default_bn_eps`); pass ``bn_eps`` to choose.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from ..model.weights import WeightsHeader, write_weights
 from .yolox_cfg import BN_EPS, YOLOX_SIZES, YoloxLayout, yolox_layout
 
 __all__ = ["fold_focus_stem", "guess_yolox_flags", "import_yolox", "read_yolox_state",
-           "write_yolox"]
+           "read_yolox_checkpoint", "default_bn_eps", "write_yolox"]
 
 INPUT_ORDERS = ("bgr", "rgb")
 STEM_KEY = "backbone.backbone.stem.conv.conv.weight"
@@ -42,7 +49,20 @@ DEPTHS = {1: 0.33, 2: 0.67, 3: 1.0, 4: 1.33}
 
 
 def read_yolox_state(state: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A YOLOX state dict from a checkpoint file or mapping.
+    """A YOLOX state dict from a checkpoint file or mapping (see :func:`read_yolox_checkpoint`)."""
+    return read_yolox_checkpoint(state)[0]
+
+
+def default_bn_eps(is_training_checkpoint: bool) -> float:
+    """The batch-norm eps of a YOLOX model saved in this form (see the module doc): 1e-3 for the
+    trainer's ``{"model": ...}`` checkpoints (``yolox/models/yolo_head.py``/exps ``init_yolo``),
+    PyTorch's 1e-5 for a bare state dict."""
+    return BN_EPS if is_training_checkpoint else 1e-5
+
+
+def read_yolox_checkpoint(state: str | Path | Mapping[str, Tensor]) -> tuple[dict[str, Tensor], bool]:
+    """A YOLOX state dict from a checkpoint file or mapping, and whether it came wrapped as
+    YOLOX's trainer saves it (``{"model": state_dict, ...}``).
 
     Accepts YOLOX's training checkpoints (``{"model": state_dict, "optimizer": ..., ...}``,
     ``yolox/core/trainer.py: save_ckpt``) and plain state dicts; a DataParallel ``module.`` prefix
@@ -63,7 +83,8 @@ def read_yolox_state(state: str | Path | Mapping[str, Tensor]) -> dict[str, Tens
                                "save the model's state_dict() with torch.save") from None
     else:
         loaded = state
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
+    wrapped = isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping)
+    if wrapped:
         loaded = loaded["model"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
         raise WeightsError(f"{where}: expected a YOLOX checkpoint {{'model': state_dict, ...}} or "
@@ -73,7 +94,7 @@ def read_yolox_state(state: str | Path | Mapping[str, Tensor]) -> dict[str, Tens
         key = key.removeprefix("module.")
         if not key.endswith(".num_batches_tracked"):
             out[key] = value
-    return out
+    return out, wrapped
 
 
 def guess_yolox_flags(state: Mapping[str, Tensor]) -> str | None:
@@ -129,7 +150,7 @@ def check_yolox_state(state: Mapping[str, Tensor], layout: YoloxLayout, flags: s
                                f"with {flags}{hint}")
 
 
-def fold_focus_stem(weight: Tensor, input_order: str = "bgr") -> Tensor:
+def fold_focus_stem(weight: Tensor, input_order: str = "rgb") -> Tensor:
     """YOLOX's Focus conv weight (out, 4·C, k, k) as the conv after ``[reorg3d] stride=2`` needs it,
     fed [0, 1] instead of 0-255 (``network_blocks.py: Focus``; ``reorg_cpu``, see the module doc).
 
@@ -157,7 +178,7 @@ def default_size(depth: float, width: float, depthwise: bool) -> int:
 
 def import_yolox(state: str | Path | Mapping[str, Tensor], depth: float, width: float,
                  classes: int, depthwise: bool = False, act: str = "silu", *,
-                 size: int | None = None, input_order: str = "bgr", bn_eps: float = BN_EPS,
+                 size: int | None = None, input_order: str = "rgb", bn_eps: float | None = None,
                  net: Mapping[str, object] | None = None) -> tuple[str, dict[str, Tensor]]:
     """A YOLOX model as Darknet cfg text and darknetpy tensors.
 
@@ -167,8 +188,8 @@ def import_yolox(state: str | Path | Mapping[str, Tensor], depth: float, width: 
             ``num_classes``, depthwise flag (nano) and ``act``.
         size: the cfg's input size (default: the exp's, see :func:`default_size`).
         input_order: the channel order the model was trained on (see the module doc).
-        bn_eps: the batch norms' eps, which a state dict does not hold (YOLOX's exps: 1e-3; a
-            model built without ``init_yolo`` has PyTorch's 1e-5).
+        bn_eps: the batch norms' eps, which a state dict does not hold; None: by the form the
+            state was saved in (:func:`default_bn_eps`).
         net: extra ``[net]`` keys for the cfg.
 
     Returns:
@@ -180,7 +201,9 @@ def import_yolox(state: str | Path | Mapping[str, Tensor], depth: float, width: 
         WeightsError: the state dict does not fit these flags (the message suggests the right ones).
     """
     where = str(state) if isinstance(state, (str, Path)) else "<state dict>"
-    tensors_in = read_yolox_state(state)
+    tensors_in, wrapped = read_yolox_checkpoint(state)
+    if bn_eps is None:
+        bn_eps = default_bn_eps(wrapped)
     layout = yolox_layout(depth, width, classes, depthwise, act,
                           size=size or default_size(depth, width, depthwise), net=net,
                           bn_eps=bn_eps)
@@ -214,7 +237,7 @@ def build_imported(cfg_text: str, tensors: Mapping[str, Tensor], *,
 def write_yolox(state: str | Path | Mapping[str, Tensor], out_cfg: str | Path,
                 out_weights: str | Path, depth: float, width: float, classes: int,
                 depthwise: bool = False, act: str = "silu", *, size: int | None = None,
-                input_order: str = "bgr", bn_eps: float = BN_EPS) -> Network:
+                input_order: str = "rgb", bn_eps: float | None = None) -> Network:
     """:func:`import_yolox`, then write the cfg and the ``.weights`` file (header 0.2.5, seen 0).
 
     Raises:

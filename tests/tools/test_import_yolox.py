@@ -259,7 +259,12 @@ def test_write_yolox_files_reload(tmp_path: Path) -> None:
     again.load_weights(tmp_path / "n.weights")
     for key, value in net.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
-    assert all(layer.bn.eps == 1e-3 for layer in again.layers if getattr(layer, "bn", None))
+    # a bare state dict: PyTorch's eps (a model built without init_yolo); YOLOX's trainer form: 1e-3
+    assert all(layer.bn.eps == 1e-5 for layer in again.layers if getattr(layer, "bn", None))
+    torch.save({"model": state, "start_epoch": 1}, tmp_path / "ckpt.pth")
+    trained = write_yolox(tmp_path / "ckpt.pth", tmp_path / "c.cfg", tmp_path / "c.weights", 0.33,
+                          0.25, 2, True, size=64)
+    assert all(layer.bn.eps == 1e-3 for layer in trained.layers if getattr(layer, "bn", None))
     torch.save(state, tmp_path / "s.pth")
     with pytest.raises(WeightsError, match="refusing to overwrite"):
         write_yolox(tmp_path / "s.pth", tmp_path / "s.pth", tmp_path / "w", 0.33, 0.25, 2, True)
@@ -274,8 +279,7 @@ def test_cli_import_yolox_golden(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out_cfg, out_weights = tmp_path / "g.cfg", tmp_path / "g.weights"
     status = main(["import-yolox", str(folder / "state_dict.pt"), str(out_cfg), str(out_weights),
                    "--depth", str(spec["depth"]), "--width", str(spec["width"]),
-                   "--classes", str(spec["num_classes"]), "--size", "256",
-                   "--input-order", "rgb", "--bn-eps", str(GOLDEN_BN_EPS)])
+                   "--classes", str(spec["num_classes"]), "--size", "256"])  # the defaults
     assert status == 0, capsys.readouterr().err
     assert f"saved {out_cfg}" in capsys.readouterr().out
     net = Network.from_cfg(out_cfg, strict=True)
