@@ -213,7 +213,8 @@ class Network(nn.Module):
         See :meth:`detections` for the arguments."""
         dets = self.detections(x, image_size, thresh=thresh, nms=nms, letter_box=letter_box,
                                hier_thresh=hier_thresh)
-        return [d.rows(thresh) for d in dets]
+        kept = self.head_layers()[-1].score_kept  # the last head's threshold rule, as its NMS
+        return [d.rows(thresh, kept) for d in dets]
 
     def compute_loss(self, head_inputs: Mapping[int, HeadInput], truth: torch.Tensor, *,
                      input_size: tuple[int, int] | None = None, seen: int = 0) -> LossTerms:

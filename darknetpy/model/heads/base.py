@@ -127,7 +127,8 @@ class DetectionHead(DarknetLayer):
         """Per image, the candidates kept at ``thresh``, boxes relative to the network input.
 
         The default is Darknet's ``get_yolo_detections``: a candidate needs objectness > thresh, and
-        its class probabilities <= thresh are zeroed (both compared as C floats).
+        its class probabilities not :meth:`score_kept` (<= thresh) are zeroed (both compared as C
+        floats). A head thresholding otherwise overrides this and :meth:`score_kept`.
         """
         c = self.decode(output, net_size)
         t = np.float32(thresh)
@@ -136,9 +137,18 @@ class DetectionHead(DarknetLayer):
             keep = c.objectness[b] > float(t)
             prob = c.scores[b][keep].numpy()
             unc = None if c.uncertainty is None else c.uncertainty[b][keep].numpy()
+            prob = np.where(self.score_kept(prob, thresh), prob, np.float32(0))
             out.append(Detections(c.boxes[b][keep].numpy(), c.objectness[b][keep].numpy(),
-                                  np.where(prob > t, prob, np.float32(0)), unc))
+                                  prob, unc))
         return out
+
+    def score_kept(self, probs: np.ndarray, thresh: float) -> np.ndarray:
+        """Which class probabilities are detections at ``thresh``: the head's threshold rule, used
+        by :meth:`detections` and by the rows and predictions listed from its detections.
+
+        Darknet's: ``prob > thresh`` as C floats (``get_yolo_detections``, ``draw_detections``).
+        """
+        return probs > np.float32(thresh)
 
     def nms(self, dets: Detections, thresh: float) -> Detections:
         """This head's NMS over one image's joined detection arrays (IoU threshold ``thresh``).
@@ -188,7 +198,7 @@ def compute_loss(
     if input_size is None:
         input_size = (int(net.net.width), int(net.net.height))
     total: torch.Tensor | None = None
-    costs: dict[int, float] = {}
+    costs: dict[int, float | tuple[float, ...]] = {}
     stats: dict[int, HeadStats] = {}
     deltas: dict[int, torch.Tensor] = {}
     for index in sorted(head_inputs):
@@ -201,7 +211,7 @@ def compute_loss(
         result = layer.loss(head_inputs[index], truth, input_size=input_size, seen=seen)
         assert result.total is not None, f"{type(layer).__name__}.loss gave no total"
         total = result.total if total is None else total + result.total
-        costs[index] = float(result.cost)
+        costs[index] = float(result.cost) if result.terms is None else tuple(result.terms)
         stats[index] = result.stats
         if result.delta is not None:
             deltas[index] = result.delta

@@ -10,7 +10,7 @@ inference model, evaluation and training's mAP all come through here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -135,10 +135,13 @@ class Detections:
             uc,
         )
 
-    def rows(self, thresh: float) -> list[DetectionRow]:
+    def rows(self, thresh: float,
+             kept: Callable[[np.ndarray, float], np.ndarray] | None = None) -> list[DetectionRow]:
         """Every (detection, class) with prob > thresh, in array order then class order
-        (what ``draw_detections_v3`` prints)."""
-        det, cls = np.nonzero(self.probs > np.float32(thresh))
+        (what ``draw_detections_v3`` prints); ``kept(probs, thresh)`` is the head's rule instead
+        (:meth:`DetectionHead.score_kept`, e.g. YOLOX's ``>=``)."""
+        mask = self.probs > np.float32(thresh) if kept is None else kept(self.probs, thresh)
+        det, cls = np.nonzero(mask)
         return [
             DetectionRow(
                 int(c),

@@ -47,12 +47,16 @@ class HeadLoss:
         total: the scalar ``backward()`` starts from. Darknet's heads give
             ``-(delta * z).sum()`` over their input ``z`` (see :meth:`with_surrogate`), so its
             gradient is exactly ``-delta``.
+        terms: the loss terms a head reports instead of one cost (``[yolov8]``: box, cls, dfl;
+            ``[yolox]``: total, iou, obj, cls, l1, num_fg/num_gt); None for Darknet's heads, whose
+            :attr:`LossTerms.costs` entry stays the one float ``cost``.
     """
 
     delta: torch.Tensor | None
     cost: torch.Tensor
     stats: HeadStats
     total: torch.Tensor | None = None
+    terms: tuple[float, ...] | None = None
 
     def with_surrogate(self, z: torch.Tensor) -> HeadLoss:
         """This result with ``total = -(delta * z).sum()`` (Darknet's heads back-propagate
@@ -67,17 +71,22 @@ class LossTerms:
 
     Attributes:
         total: scalar surrogate; its gradient w.r.t. each head input is ``-deltas[i]``.
-        costs: ``{layer index: Darknet's cost}`` (``*l.cost``, what ``get_network_cost`` averages).
+        costs: ``{layer index: cost}``: Darknet's ``*l.cost`` (one float, what
+            ``get_network_cost`` averages) for Darknet's heads; the tuple :attr:`HeadLoss.terms`
+            for a head reporting several terms (``[yolov8]``: box, cls, dfl; ``[yolox]``: total,
+            iou, obj, cls, l1, num_fg/num_gt).
         stats: ``{layer index: HeadStats}``.
         deltas: ``{layer index: Darknet's delta}`` (detached, the head input's shape).
     """
 
     total: torch.Tensor
-    costs: Mapping[int, float]
+    costs: Mapping[int, float | tuple[float, ...]]
     stats: Mapping[int, HeadStats]
     deltas: Mapping[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def cost(self) -> float:
-        """Darknet's ``get_network_cost``: the mean of the head costs."""
-        return sum(self.costs.values()) / max(len(self.costs), 1)
+        """Darknet's ``get_network_cost``: the mean of the head costs (a head whose costs entry
+        is a tuple of terms counts with its ``stats.cost``)."""
+        values = [v if isinstance(v, float) else self.stats[i].cost for i, v in self.costs.items()]
+        return sum(values) / max(len(values), 1)

@@ -96,7 +96,9 @@ def test_loss_through_the_network_backpropagates() -> None:
     direct = v8_loss(inputs[2], truth, (8.0, 16.0), net.layers[2].options.loss)
     assert terms.total.item() == pytest.approx(direct.total.item(), rel=1e-6)
     assert stats.items == pytest.approx(tuple(direct.items.tolist()))
-    assert terms.costs[2] == pytest.approx(terms.total.item())
+    assert terms.costs[2] == pytest.approx(tuple(direct.items.tolist()))  # (box, cls, dfl)
+    assert sum(terms.costs[2]) * 2 == pytest.approx(terms.total.item(), rel=1e-5)  # x batch
+    assert terms.cost == pytest.approx(terms.total.item())  # the mean of the heads' stats.cost
     assert stats.total_loss == pytest.approx(terms.total.item() / 2, rel=1e-5)
     terms.total.backward()
     assert float(net.layers[0].conv.weight.grad.abs().sum()) > 0

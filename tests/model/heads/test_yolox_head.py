@@ -94,7 +94,8 @@ def test_forward_is_decode_yolox_and_loss_is_yolox_loss() -> None:
         terms = net.compute_loss(inputs, truth)
         ref = yolox_loss([v.detach() for v in levels], truth, (8, 16, 32), use_l1=use_l1)
         torch.testing.assert_close(terms.total, ref.total)
-        assert terms.costs[10] == pytest.approx(float(ref.total))
+        # the contract: costs[head] = (total, iou, obj, cls, l1, num_fg/num_gt)
+        assert terms.costs[10] == pytest.approx(tuple(float(v) for v in ref))
         stats = terms.stats[10]
         assert stats.kind == "yolox" and stats.count > 0 and 0 < stats.avg_iou <= 1
         assert (" l1 0.0000," in stats.line) != use_l1
@@ -168,7 +169,7 @@ def test_golden_compute_loss(part: str) -> None:
     terms.total.backward()
     ref = train[f"{part}/loss"]
     assert float(terms.total.detach()) == pytest.approx(ref[0], rel=1e-4)
-    assert terms.costs[net.heads[0]] == pytest.approx(ref[0], rel=1e-4)
+    assert terms.costs[net.heads[0]] == pytest.approx(tuple(ref.tolist()), rel=1e-4)
     stats = terms.stats[net.heads[0]]
     assert stats.iou_loss == pytest.approx(ref[1], rel=1e-4)
     assert stats.class_loss == pytest.approx(ref[3], rel=1e-4)

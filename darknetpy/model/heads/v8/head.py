@@ -175,7 +175,7 @@ class YoloV8Head(DetectionHead):
             avg_iou=float(r.avg_iou), class_loss=cls, iou_loss=box, dfl_loss=dfl,
             total_loss=box + cls + dfl, line=line,
         )
-        return HeadLoss(None, cost, stats, r.total)
+        return HeadLoss(None, cost, stats, r.total, terms=(box, cls, dfl))
 
     # ---- inference ----
     def decode(self, output: torch.Tensor, net_size: tuple[int, int], *,

@@ -125,7 +125,8 @@ class YoloxHead(DetectionHead):
         stats = HeadStats(layer=self.index, kind=self.darknet_name, cost=total, count=int(fg),
                           avg_iou=mean_iou, class_loss=cls, iou_loss=iou, total_loss=total,
                           line=line)
-        return HeadLoss(None, terms.total.detach().double(), stats, terms.total)
+        return HeadLoss(None, terms.total.detach().double(), stats, terms.total,
+                        terms=(total, iou, obj, cls, l1, fg_per_gt))
 
     # ---- inference ----
     def decode(self, output: torch.Tensor, net_size: tuple[int, int], *,
@@ -152,6 +153,10 @@ class YoloxHead(DetectionHead):
             out.append(Detections((image[keep, :4] / scale).numpy(), image[keep, 4].numpy(),
                                   probs.numpy(), None))
         return out
+
+    def score_kept(self, probs: np.ndarray, thresh: float) -> np.ndarray:
+        """YOLOX keeps a score equal to the threshold (``postprocess``: ``>= conf_thre``)."""
+        return probs >= np.float32(thresh)
 
     def nms(self, dets: Detections, thresh: float) -> Detections:
         """Class-aware greedy NMS on the best-class score (``batched_nms`` in ``postprocess``),
