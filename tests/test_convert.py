@@ -19,7 +19,7 @@ from darknetpy.model.pt_checkpoint import (
     is_checkpoint,
     network_from_checkpoint,
     read_checkpoint,
-    save_checkpoint,
+    save_pt_checkpoint,
 )
 from darknetpy.tools.convert import checkpoint_to_weights, weights_to_checkpoint
 from darknetpy.errors import WeightsError
@@ -177,7 +177,7 @@ def test_partial_checkpoint_refused_for_inference_but_round_trips(tmp_path: Path
 def test_files_are_told_apart_by_content(tmp_path: Path) -> None:
     cfg, weights, net = _tiny(tmp_path)
     renamed = tmp_path / "model.weights"  # a checkpoint under a .weights name
-    save_checkpoint(net, renamed)
+    save_pt_checkpoint(net, renamed)
     assert is_checkpoint(renamed) and not is_checkpoint(weights) and not is_checkpoint(cfg)
     other = tmp_path / "tensor.pt"
     torch.save({"a": torch.zeros(1)}, other)

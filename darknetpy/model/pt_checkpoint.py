@@ -56,7 +56,7 @@ __all__ = [
     "is_checkpoint",
     "network_from_checkpoint",
     "read_checkpoint",
-    "save_checkpoint",
+    "save_pt_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "darknetpy.checkpoint"
@@ -106,7 +106,7 @@ def _header_dict(header: WeightsHeader) -> dict[str, int]:
 def checkpoint_dict(
     network: Network, header: WeightsHeader | None = None, upto: int | None = None
 ) -> dict[str, Any]:
-    """The object :func:`save_checkpoint` writes (only str, int and CPU tensors)."""
+    """The object :func:`save_pt_checkpoint` writes (only str, int and CPU tensors)."""
     header = header or network.header or WeightsHeader()
     upto = len(network.layers) if upto is None else upto
     state = {k: v.detach().to("cpu").clone() for k, v in network.state_dict().items()}
@@ -121,7 +121,7 @@ def checkpoint_dict(
     }
 
 
-def save_checkpoint(
+def save_pt_checkpoint(
     network: Network, path: str | Path, header: WeightsHeader | None = None, upto: int | None = None
 ) -> Path:
     """Write ``network`` (cfg text, header, state dict) to ``path`` atomically.
@@ -211,7 +211,7 @@ def network_from_checkpoint(
             network = Network.from_text(ckpt.cfg_text, path=f"{ckpt.path}[cfg]")
         else:
             network = Network.from_cfg(cfg)
-    load_state(network, ckpt.state_dict, f"{ckpt.path}", network.where())
+    load_network_state(network, ckpt.state_dict, f"{ckpt.path}", network.where())
     if ckpt.upto < len(network.layers) and not partial:
         raise WeightsError(
             f"{ckpt.path}: made from a partial .weights file holding layers 0..{ckpt.upto - 1} of "
@@ -223,7 +223,7 @@ def network_from_checkpoint(
     return network
 
 
-def load_state(
+def load_network_state(
     network: Network, state: Mapping[str, torch.Tensor], source: str, target: str
 ) -> None:
     """``network.load_state_dict(state)`` with a :class:`WeightsError` naming what differs."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from ..model.network import build_network
-from ..model.pt_checkpoint import network_from_checkpoint, save_checkpoint
+from ..model.pt_checkpoint import network_from_checkpoint, save_pt_checkpoint
 from ..model.weights import WeightsHeader, read_weights, write_weights
 
 __all__ = ["checkpoint_to_weights", "partial", "weights_to_checkpoint"]
@@ -29,7 +29,7 @@ def weights_to_checkpoint(cfg: str | Path, weights: str | Path, out: str | Path)
     _refuse_same(out, cfg, weights)
     network = build_network(cfg, quiet=True)
     header = read_weights(weights, network, partial=True)
-    return save_checkpoint(network, out, header, network.loaded_layers)
+    return save_pt_checkpoint(network, out, header, network.loaded_layers)
 
 
 def checkpoint_to_weights(

@@ -70,7 +70,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     plain = tmp_path / "plain.pkl.pt"  # a plain pickle
     plain.write_bytes(pickle.dumps(Payload(marker)))
     good = tmp_path / "good.pt"
-    convert.save_checkpoint(net, good)
+    convert.save_pt_checkpoint(net, good)
     image = tmp_path / "raccoon.jpg"
     image.write_bytes((RACCOON / "obj" / "raccoon-1.jpg").read_bytes())
     return {"cfg": cfg, "weights": weights, "marker": marker, "evil": evil, "bare": bare,
