@@ -24,19 +24,20 @@ def cmd_import_ultralytics(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "import-ultralytics", help="an ultralytics YOLOv8 model (.yaml + state dict) as a darknet cfg + .weights",
-        description="Write an ultralytics YOLOv8 detection model (Conv, C2f, SPPF, Concat, Upsample, "
-                    "Detect) in Darknet sections with a [yolov8] head, and its state dict as a .weights "
-                    "file. The state dict is {name: tensor}: torch.save(YOLO('yolov8n.pt').model.float()"
-                    ".state_dict(), 'state.pt').",
+        "import-ultralytics",
+        help="an ultralytics YOLOv8 model (.yaml + state dict) as a darknet cfg + .weights",
+        description="Write an ultralytics YOLOv8 detection model (Conv, C2f, SPPF, Concat, "
+                    "Upsample, Detect) in Darknet sections with a [yolov8] head, and its state "
+                    "dict as a .weights file. The state dict is {name: tensor}: "
+                    "torch.save(YOLO('yolov8n.pt').model.float().state_dict(), 'state.pt').",
     )
-    p.add_argument("model", help="the model description: ultralytics' .yaml (or the same dict as JSON) "
-                                 "with nc and scale")
+    p.add_argument("model", help="the model description: ultralytics' .yaml (or the same dict "
+                                 "as JSON) with nc and scale")
     p.add_argument("state", help="the state dict (.pt holding {name: tensor})")
     p.add_argument("cfg", help="the .cfg to write")
     p.add_argument("weights", help="the .weights to write")
-    p.add_argument("--scale", default=None, help="the scale letter (n, s, m, l, x) when the description "
-                                                 "does not say it")
-    p.add_argument("--size", type=positive_int, default=640, help="network width and height in the cfg "
-                                                                  "(multiple of 32; default 640)")
+    p.add_argument("--scale", default=None,
+                   help="the scale letter (n, s, m, l, x) when the description does not say it")
+    p.add_argument("--size", type=positive_int, default=640,
+                   help="network width and height in the cfg (multiple of 32; default 640)")
     p.set_defaults(func=cmd_import_ultralytics)

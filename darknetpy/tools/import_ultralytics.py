@@ -1,21 +1,24 @@
 """``darknetpy import-ultralytics MODEL.yaml STATE.pt OUT.cfg OUT.weights``: an ultralytics YOLOv8
 detection model as a Darknet cfg and ``.weights`` file.
 
-The model description is read as ``ultralytics/nn/tasks.py: parse_model`` reads it (rows ``[from, repeats,
-module, args]``, compound scaling, ``nc`` substituted), and each module is written in Darknet's own
-sections (:mod:`.ultralytics_layers`); the head is one ``[yolov8]`` section. The state dict
-(``{name: tensor}``, as ``DetectionModel.state_dict()`` returns it) is reordered into darknetpy's layer
-order and written by darknetpy's own ``.weights`` writer. Supported modules: those of the v8 detection
-models (Conv, C2f, SPPF, Concat, nn.Upsample, Detect); any other is a one-line error naming its row.
+The model description is read as ``ultralytics/nn/tasks.py: parse_model`` reads it (rows
+``[from, repeats, module, args]``, compound scaling, ``nc`` substituted), and each module is written
+in Darknet's own sections (:mod:`.ultralytics_layers`); the head is one ``[yolov8]`` section. The
+state dict (``{name: tensor}``, as ``DetectionModel.state_dict()`` returns it) is reordered into
+darknetpy's layer order and written by darknetpy's own ``.weights`` writer. Supported modules: those
+of the v8 detection models (Conv, C2f, SPPF, Concat, nn.Upsample, Detect); any other is a one-line
+error naming its row.
 
 A plain state dict is written from an ultralytics checkpoint with::
 
-    python -c "import torch; from ultralytics import YOLO; torch.save(YOLO('yolov8n.pt').model.float().state_dict(), 'yolov8n_state.pt')"
+    python -c "import torch; from ultralytics import YOLO; \\
+        torch.save(YOLO('yolov8n.pt').model.float().state_dict(), 'yolov8n_state.pt')"
 """
 
 from __future__ import annotations
 
 import ast
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,6 @@ from ..model.weights import WeightsHeader
 from .ultralytics_layers import (
     Emitter,
     Section,
-    WeightSource,
     emit_c2f,
     emit_concat,
     emit_conv,
@@ -38,10 +40,11 @@ from .ultralytics_layers import (
     emit_sppf,
     emit_upsample,
 )
+from .ultralytics_state import load_state_dict, ordered_tensors
 from .ultralytics_yaml import ModelScale, ModelYamlError, load_model_dict, model_scale
 
 __all__ = ["SUPPORTED_MODULES", "UltralyticsImport", "import_ultralytics", "imported_network",
-           "load_state_dict", "net_section", "write_import"]
+           "load_state_dict", "net_section", "ordered_tensors", "write_import"]
 
 SUPPORTED_MODULES = ("Conv", "C2f", "SPPF", "Concat", "nn.Upsample", "Detect")
 INPUT = -1  # the network input, as ultralytics' first row reads it with from=-1
@@ -79,11 +82,12 @@ letterbox the image (grey padding) as ultralytics' validation does."""
 def net_section(width: int = 640, height: int = 640, channels: int = 3, *, batch: int = 16,
                 epochs: int = 100, extra: Sequence[tuple[str, object]] = ()) -> Section:
     """``[net]`` with the YOLOv8 training recipe (``recipe=yolov8``, ``darknetpy.training.recipes``;
-    ``epochs`` 100 and ``batch`` 16 as ultralytics' ``default.yaml``), ``letter_box=1`` (detect and map
-    letterbox as ultralytics' validation does), then ``extra`` keys."""
+    ``epochs`` 100 and ``batch`` 16 as ultralytics' ``default.yaml``), ``letter_box=1`` (detect and
+    map letterbox as ultralytics' validation does), then ``extra`` keys."""
     keys: list[tuple[str, object]] = [
         ("batch", batch), ("subdivisions", 1), ("width", width), ("height", height),
-        ("channels", channels), ("letter_box", 1), ("recipe", "yolov8"), ("epochs", epochs), *extra,
+        ("channels", channels), ("letter_box", 1), ("recipe", "yolov8"), ("epochs", epochs),
+        *extra,
     ]
     return Section("net", keys, NET_COMMENT)
 
@@ -96,8 +100,10 @@ def import_ultralytics(model_yaml: Mapping[str, Any] | str | Path,
     """Translate an ultralytics model description (and its state dict) into darknetpy's terms.
 
     Args:
-        model_yaml: the model dict, or a ``.yaml`` / ``.json`` file holding it (with ``nc`` and ``scale``).
-        state: ``{name: tensor}`` (or a file ``torch.load`` reads) matching the model; None: cfg only.
+        model_yaml: the model dict, or a ``.yaml`` / ``.json`` file holding it (with ``nc`` and
+            ``scale``).
+        state: ``{name: tensor}`` (or a file ``torch.load`` reads) matching the model; None: the
+            cfg only.
         scale: the scale letter, overriding the description's.
         width, height: the network input written to ``[net]`` (ignored when ``net`` is given).
         net: the ``[net]`` section to write (default :func:`net_section`).
@@ -106,102 +112,141 @@ def import_ultralytics(model_yaml: Mapping[str, Any] | str | Path,
         ModelYamlError: an unsupported module or malformed row, naming it.
         WeightsError: the state dict lacks a tensor, has one of the wrong shape, or has extra ones.
     """
-    model, where = load_model_dict(dict(model_yaml) if isinstance(model_yaml, Mapping) else model_yaml)
+    source = dict(model_yaml) if isinstance(model_yaml, Mapping) else model_yaml
+    model, where = load_model_dict(source)
     scaling = model_scale(model, where, scale)
     if model.get("end2end"):
         raise ModelYamlError(f"{where}: end2end (one-to-one NMS-free) heads are not supported; "
                              "darknetpy imports the v8 Detect head")
     activation = model.get("activation")
     if activation not in (None, "nn.SiLU()", "torch.nn.SiLU()"):
-        raise ModelYamlError(f"{where}: activation {activation!r}: darknetpy imports SiLU models only")
+        raise ModelYamlError(f"{where}: activation {activation!r}: darknetpy imports SiLU models "
+                             "only")
     out = Emitter()
     module_layers, head, levels = _emit_rows(out, model, where, scaling)
     sections = [net or net_section(width, height), *out.sections]
-    title = f"# darknetpy import-ultralytics: {model.get('yaml_file', where)}, scale {scaling.letter}, " \
-            f"{_nc(model, where)} class{'es' if _nc(model, where) != 1 else ''}"
+    nc = _nc(model, where)
+    title = (f"# darknetpy import-ultralytics: {model.get('yaml_file', where)}, scale "
+             f"{scaling.letter}, {nc} class{'es' if nc != 1 else ''}")
     cfg_text = title + "\n\n" + "\n\n".join(s.text() for s in sections) + "\n"
     tensors: tuple[np.ndarray, ...] = ()
     if state is not None:
-        tensors = tuple(ordered_tensors(load_state_dict(state), out.sections, int(model.get("reg_max", 16))))
+        reg_max = int(model.get("reg_max", 16))
+        tensors = tuple(ordered_tensors(load_state_dict(state), out.sections, reg_max))
     return UltralyticsImport(cfg_text, tensors, module_layers, head, levels, scaling.letter)
 
 
 def _nc(model: Mapping[str, Any], where: str) -> int:
     nc = model.get("nc")
     if not isinstance(nc, int) or nc < 1:
-        raise ModelYamlError(f"{where}: 'nc' (the class count) must be a positive integer, not {nc!r}")
+        raise ModelYamlError(f"{where}: 'nc' (the class count) must be a positive integer, "
+                             f"not {nc!r}")
     return nc
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One model row as ``parse_model`` sees it: the module, its resolved args and inputs."""
+
+    index: int
+    name: str
+    args: list[object]
+    repeats: int
+    label: str  # "<where>: row i (backbone) [...]", for messages
+    comment: str  # the cfg comment above the module's first section
+    layers_in: list[int]  # darknet layers of its inputs (INPUT for the network input)
+    channels_in: list[int]
+
+    @property
+    def prefix(self) -> str:
+        return f"model.{self.index}"
 
 
 def _emit_rows(out: Emitter, model: Mapping[str, Any], where: str,
                scaling: ModelScale) -> tuple[dict[int, int], int, tuple[int, ...]]:
-    """``parse_model``'s loop: each row's channels and its Darknet sections."""
+    """``parse_model``'s loop: each row's inputs, channels and Darknet sections.
+
+    Returns:
+        {module index: darknet layer of its output}, the head's layer, the head's level layers.
+    """
     nc = _nc(model, where)
-    reg_max = int(model.get("reg_max", 16))
     rows = list(model["backbone"]) + list(model["head"])
     outputs: list[int] = []  # darknet layer of each module's output
     channels: list[int] = []
-    head = -1
-    levels: tuple[int, ...] = ()
-    for i, row in enumerate(rows):
+    for i, raw in enumerate(rows):
         part = "backbone" if i < len(model["backbone"]) else "head"
-        label = f"{where}: row {i} ({part}) {row!r}"
-        if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[3], list)):
+        label = f"{where}: row {i} ({part}) {raw!r}"
+        if not (isinstance(raw, (list, tuple)) and len(raw) == 4 and isinstance(raw[3], list)):
             raise ModelYamlError(f"{label}: expected [from, repeats, module, args]")
-        f, n, name, args = row
-        args = [_resolve_arg(a, nc) for a in args]
+        f, n, name, args = raw
         sources = _sources(f, i, label)
-        c_in = [channels[s] if s != INPUT else 3 for s in sources]
-        layer_in = [outputs[s] if s != INPUT else INPUT for s in sources]
         repeats = scaling.repeats(int(n))
-        comment = f"{i}: {name} {row[3]}" + (f" x{repeats}" if repeats > 1 else "")
-        prefix = f"model.{i}"
-        if name not in SUPPORTED_MODULES:
-            raise ModelYamlError(f"{label}: module {name} is not supported; darknetpy imports "
-                                 f"{', '.join(SUPPORTED_MODULES)} (the YOLOv8 detection models)")
-        if name not in ("C2f",) and repeats != 1:
-            raise ModelYamlError(f"{label}: {name} repeated {repeats} times; only C2f takes repeats")
-        if name != "Concat" and name != "Detect" and len(sources) != 1:
-            raise ModelYamlError(f"{label}: {name} reads one input, not {len(sources)}")
-        if name == "Conv":
-            c2, k, s, groups = _conv_args(args, scaling, label)
-            layer = emit_conv(out, layer_in[0], c2, k, s, prefix, groups, comment)
-        elif name == "C2f":
-            c2 = scaling.channels(args[0])
-            shortcut, groups, e = (list(args[1:]) + [False, 1, 0.5][len(args) - 1:])[:3]
-            layer = emit_c2f(out, layer_in[0], c2, repeats, bool(shortcut), int(groups), float(e),
-                             prefix, comment)
-        elif name == "SPPF":
-            c2 = scaling.channels(args[0])
-            k, n_pool, shortcut = (list(args[1:]) + [5, 3, False][len(args) - 1:])[:3]
-            if int(k) % 2 == 0:
-                raise ModelYamlError(f"{label}: SPPF with an even kernel ({k}) has no Darknet equivalent")
-            layer = emit_sppf(out, layer_in[0], c_in[0], c2, int(k), int(n_pool), bool(shortcut),
-                              len(args) <= 2, prefix, comment)
-        elif name == "nn.Upsample":
-            c2 = c_in[0]
-            layer = emit_upsample(out, layer_in[0], _upsample_scale(args, label), comment)
-        elif name == "Concat":
-            if args not in ([1], [], [-3]):
-                raise ModelYamlError(f"{label}: Concat along dimension {args[0]}; only channels (1)")
-            c2 = sum(c_in)
-            layer = emit_concat(out, layer_in, comment)
-        else:  # Detect
-            if i != len(rows) - 1 or not args or args[0] != nc:
-                raise ModelYamlError(f"{label}: Detect must be the last row, with args [nc]")
-            layer = emit_detect(out, layer_in, c_in, nc, reg_max, prefix, comment)
-            head = layer
-            levels = tuple(out.sections[layer].keys[0][1])  # type: ignore[arg-type]
-            c2 = 0
+        row = _Row(i, str(name), [_resolve_arg(a, nc) for a in args], repeats, label,
+                   f"{i}: {name} {args}" + (f" x{repeats}" if repeats > 1 else ""),
+                   [outputs[s] if s != INPUT else INPUT for s in sources],
+                   [channels[s] if s != INPUT else 3 for s in sources])
+        _check_row(row, last=i == len(rows) - 1, nc=nc)
+        layer, c2 = _emit_module(out, row, scaling, nc, int(model.get("reg_max", 16)))
         outputs.append(layer)
         channels.append(c2)
-    if head < 0:
+    head = outputs[-1] if rows else -1
+    if not rows or out.sections[head].name != "yolov8":
         raise ModelYamlError(f"{where}: the model has no Detect row")
+    levels = tuple(out.sections[head].keys[0][1])  # type: ignore[arg-type]
     return dict(enumerate(outputs)), head, levels
 
 
+def _check_row(row: _Row, *, last: bool, nc: int) -> None:
+    """What every supported module needs of its row, as one-line errors naming the row."""
+    if row.name not in SUPPORTED_MODULES:
+        raise ModelYamlError(f"{row.label}: module {row.name} is not supported; darknetpy imports "
+                             f"{', '.join(SUPPORTED_MODULES)} (the YOLOv8 detection models)")
+    if row.name != "C2f" and row.repeats != 1:
+        raise ModelYamlError(f"{row.label}: {row.name} repeated {row.repeats} times; only C2f "
+                             "takes repeats")
+    if row.name not in ("Concat", "Detect") and len(row.layers_in) != 1:
+        raise ModelYamlError(f"{row.label}: {row.name} reads one input, not {len(row.layers_in)}")
+    if row.name == "Detect" and (not last or not row.args or row.args[0] != nc):
+        raise ModelYamlError(f"{row.label}: Detect must be the last row, with args [nc]")
+    if (row.name == "SPPF" and len(row.args) > 1 and isinstance(row.args[1], int)
+            and row.args[1] % 2 == 0):
+        raise ModelYamlError(f"{row.label}: SPPF with an even kernel ({row.args[1]}) has no "
+                             "Darknet equivalent")
+    if row.name == "Concat" and row.args not in ([1], [], [-3]):
+        raise ModelYamlError(f"{row.label}: Concat along dimension {row.args[0]}; only channels "
+                             "(1)")
+
+
+def _emit_module(out: Emitter, row: _Row, scaling: ModelScale, nc: int,
+                 reg_max: int) -> tuple[int, int]:
+    """The sections of one module (``parse_model``'s argument rules); returns its output layer
+    and channels."""
+    src, args, comment = row.layers_in[0], row.args, row.comment
+    if row.name == "Conv":
+        c2, k, s, groups = _conv_args(args, scaling, row.label)
+        return emit_conv(out, src, c2, k, s, row.prefix, groups, comment), c2
+    if row.name == "C2f":
+        c2 = scaling.channels(args[0])  # type: ignore[arg-type]
+        shortcut, groups, e = (list(args[1:]) + [False, 1, 0.5][len(args) - 1:])[:3]
+        return emit_c2f(out, src, c2, row.repeats, bool(shortcut), int(groups), float(e),
+                        row.prefix, comment), c2
+    if row.name == "SPPF":
+        c2 = scaling.channels(args[0])  # type: ignore[arg-type]
+        k, n_pool, shortcut = (list(args[1:]) + [5, 3, False][len(args) - 1:])[:3]
+        legacy = len(args) <= 2  # parse_model: rows without n keep cv1's SiLU
+        return emit_sppf(out, src, row.channels_in[0], c2, int(k), int(n_pool), bool(shortcut),
+                         legacy, row.prefix, comment), c2
+    if row.name == "nn.Upsample":
+        factor = _upsample_scale(args, row.label)
+        return emit_upsample(out, src, factor, comment), row.channels_in[0]
+    if row.name == "Concat":
+        return emit_concat(out, row.layers_in, comment), sum(row.channels_in)
+    return emit_detect(out, row.layers_in, row.channels_in, nc, reg_max, row.prefix, comment), 0
+
+
 def _resolve_arg(arg: object, nc: int) -> object:
-    """``parse_model``: a string argument is ``nc`` or a Python literal (``'None'`` -> None), else kept."""
+    """``parse_model``: a string argument is ``nc`` or a Python literal (``'None'`` -> None), else
+    kept as it is."""
     if not isinstance(arg, str):
         return arg
     if arg == "nc":
@@ -213,7 +258,8 @@ def _resolve_arg(arg: object, nc: int) -> object:
 
 
 def _sources(f: object, i: int, label: str) -> list[int]:
-    """Module indices read by row ``i`` (negative ``from`` counts back; -1 at row 0 is the input)."""
+    """Module indices read by row ``i`` (negative ``from`` counts back; -1 at row 0 is the
+    input)."""
     refs = f if isinstance(f, list) else [f]
     result = []
     for ref in refs:
@@ -225,7 +271,8 @@ def _sources(f: object, i: int, label: str) -> list[int]:
         elif 0 <= absolute < i:
             result.append(absolute)
         else:
-            raise ModelYamlError(f"{label}: 'from' {ref} points at row {absolute}, not an earlier row")
+            raise ModelYamlError(f"{label}: 'from' {ref} points at row {absolute}, not an earlier "
+                                 "row")
     return result
 
 
@@ -235,113 +282,29 @@ def _conv_args(args: list[object], scaling: ModelScale, label: str) -> tuple[int
     if not isinstance(c2, int) or not isinstance(k, int) or not isinstance(s, int):
         raise ModelYamlError(f"{label}: Conv needs integer channels, kernel and stride")
     if k % 2 == 0 or (p is not None and p != k // 2) or d != 1 or act is not True:
-        raise ModelYamlError(f"{label}: Conv with an even kernel, explicit padding, dilation or its own "
-                             "activation is not imported (v8 uses odd kernels, autopad, SiLU)")
+        raise ModelYamlError(f"{label}: Conv with an even kernel, explicit padding, dilation or "
+                             "its own activation is not imported (v8 uses odd kernels, autopad, "
+                             "SiLU)")
     return scaling.channels(c2), k, s, int(g)  # type: ignore[arg-type]
 
 
 def _upsample_scale(args: list[object], label: str) -> int:
     size, factor, mode = (list(args) + [None, None, "nearest"][len(args):])[:3]
-    if size is not None or not isinstance(factor, (int, float)) or factor != int(factor) or mode != "nearest":
+    whole = isinstance(factor, (int, float)) and factor == int(factor) and factor >= 1
+    if size is not None or not whole or mode != "nearest":
         raise ModelYamlError(f"{label}: nn.Upsample must be [None, <integer factor>, 'nearest']")
     return int(factor)
 
 
-# ---- the state dict ----
-def load_state_dict(state: Mapping[str, torch.Tensor] | str | Path) -> dict[str, torch.Tensor]:
-    """``{name: tensor}`` with a leading ``model.`` dropped (``DetectionModel`` or its ``.model``).
-
-    Raises:
-        WeightsError: the file is not a plain state dict of tensors.
-    """
-    if not isinstance(state, Mapping):
-        path = Path(state)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise WeightsError(f"{path}: no such state dict file") from None
-        except Exception as exc:  # noqa: BLE001 - unpickling refuses a full checkpoint in many ways
-            raise WeightsError(
-                f"{path}: not a plain state dict ({type(exc).__name__}); write one from the checkpoint "
-                "with torch.save(YOLO('x.pt').model.float().state_dict(), 'state.pt')") from None
-        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise WeightsError(f"{path}: expected {{name: tensor}}; write it with "
-                               "torch.save(YOLO('x.pt').model.float().state_dict(), 'state.pt')")
-    return {k.removeprefix("model."): v for k, v in state.items()}
-
-
-def ordered_tensors(state: Mapping[str, torch.Tensor], sections: Sequence[Section],
-                    reg_max: int) -> list[np.ndarray]:
-    """The tensors of every weighted section in darknetpy's ``.weights`` order: with batch norm
-    ``bn.bias (beta), bn.weight (gamma), running_mean, running_var, conv.weight``; without it
-    ``bias, weight`` (``parser.c: save_convolutional_weights``).
-
-    Raises:
-        WeightsError: a tensor missing or of another shape than the cfg needs, or unused tensors.
-    """
-    used = set()
-    arrays: list[np.ndarray] = []
-    for index, section in enumerate(sections):
-        source = section.weights
-        if source is None:
-            continue
-        for name in _tensor_names(source):
-            key = name.removeprefix("model.")
-            if key not in state:
-                raise WeightsError(f"state dict: no '{name}' (needed by layer {index} [convolutional]); "
-                                   "does the state dict belong to this model and scale?")
-            used.add(key)
-            arrays.append(state[key].detach().cpu().float().numpy().ravel())
-        _check_shapes(state, source, section, index)
-    _check_dfl(state, reg_max)
-    extra = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
-                   and not k.endswith("dfl.conv.weight"))
-    if extra:
-        raise WeightsError(f"state dict: {len(extra)} tensors the model does not use ({', '.join(extra[:4])}"
-                           f"{', ...' if len(extra) > 4 else ''}); does it belong to another model or scale?")
-    return arrays
-
-
-def _tensor_names(source: WeightSource) -> list[str]:
-    p = source.prefix
-    if source.batch_norm:
-        return [f"{p}.bn.bias", f"{p}.bn.weight", f"{p}.bn.running_mean", f"{p}.bn.running_var",
-                f"{p}.conv.weight"]
-    return [f"{p}.bias", f"{p}.weight"]
-
-
-def _check_shapes(state: Mapping[str, torch.Tensor], source: WeightSource, section: Section,
-                  index: int) -> None:
-    keys = dict(section.keys)
-    filters, size = int(keys["filters"]), int(keys["size"])  # type: ignore[call-overload]
-    p = source.prefix.removeprefix("model.")
-    weight = state[f"{p}.conv.weight" if source.batch_norm else f"{p}.weight"]
-    per_channel = [state[f"{p}.{n}"] for n in
-                   (("bn.bias", "bn.weight", "bn.running_mean", "bn.running_var") if source.batch_norm
-                    else ("bias",))]
-    if weight.ndim != 4 or tuple(weight.shape[0:1]) + tuple(weight.shape[2:]) != (filters, size, size) \
-            or any(tuple(t.shape) != (filters,) for t in per_channel):
-        raise WeightsError(f"state dict: '{source.prefix}' has weights {tuple(weight.shape)} but layer "
-                           f"{index} needs {filters} filters of {size}x{size}; another scale or class count?")
-
-
-def _check_dfl(state: Mapping[str, torch.Tensor], reg_max: int) -> None:
-    """The DFL's fixed 1x1 conv must be ``arange(reg_max)`` (``DFL.__init__``): the head applies it."""
-    for key, value in state.items():
-        if key.endswith("dfl.conv.weight") and not torch.equal(
-                value.detach().float().cpu().view(-1), torch.arange(reg_max, dtype=torch.float32)):
-            raise WeightsError(f"state dict: '{key}' is not arange({reg_max}); the DFL projection "
-                               "is fixed in ultralytics and in darknetpy's [yolov8] head")
-
-
 # ---- the network and the files ----
-def imported_network(imported: UltralyticsImport, *, path: str | Path = "<import-ultralytics>") -> Network:
+def imported_network(imported: UltralyticsImport, *,
+                     path: str | Path = "<import-ultralytics>") -> Network:
     """The darknetpy network of ``imported`` with its tensors loaded (through each layer's own
     ``.weights`` reader, so the order is checked as a file would be)."""
     network = Network.from_text(imported.cfg_text, path=path)
     if not imported.tensors:
         return network
-    pending = list(imported.tensors)
+    pending = deque(imported.tensors)
     for layer in network.layers:
         if not layer.darknet_tensors():
             continue
@@ -349,8 +312,9 @@ def imported_network(imported: UltralyticsImport, *, path: str | Path = "<import
         def read(count: int, name: str, _layer=layer) -> np.ndarray:  # noqa: ANN001
             if not pending or pending[0].size != count:
                 got = pending[0].size if pending else 0
-                raise WeightsError(f"{_layer.where()}: {name} needs {count} values, the import has {got}")
-            return pending.pop(0)
+                raise WeightsError(f"{_layer.where()}: {name} needs {count} values, the import "
+                                   f"has {got}")
+            return pending.popleft()
 
         layer.read_darknet(read, False)
     if pending:
@@ -361,11 +325,11 @@ def imported_network(imported: UltralyticsImport, *, path: str | Path = "<import
 def write_import(imported: UltralyticsImport, cfg_out: str | Path,
                  weights_out: str | Path | None = None) -> Network:
     """Write the cfg and (with tensors) the ``.weights`` file (darknetpy's writer, header 0.2.5)."""
+    if weights_out is not None and not imported.tensors:
+        raise WeightsError(f"{weights_out}: no state dict was given, nothing to write")
     cfg_out = Path(cfg_out)
     network = imported_network(imported, path=cfg_out)
     cfg_out.write_text(imported.cfg_text, encoding="utf-8")
     if weights_out is not None:
-        if not imported.tensors:
-            raise WeightsError(f"{weights_out}: no state dict was given, nothing to write")
         network.save_weights(weights_out, header=WeightsHeader())
     return network

@@ -1,12 +1,14 @@
 """Reading an ultralytics model description (``yolov8.yaml``) and choosing its scale.
 
-The description is YAML, or the same dict written as JSON. PyYAML is used where it is installed (it is
-not a darknetpy dependency); otherwise :func:`read_yaml_subset` reads the subset ultralytics' model files
-use: ``key: value`` lines, one level of nested ``key: value`` or ``- item`` lines, flow lists
-``[a, [b, c], "d"]``, plain scalars and ``#`` comments. Anything else is a one-line :class:`ModelYamlError`.
+The description is YAML, or the same dict written as JSON. PyYAML is used where it is installed
+(it is not a darknetpy dependency); otherwise :func:`read_yaml_subset` reads the subset ultralytics'
+model files use: ``key: value`` lines, one level of nested ``key: value`` or ``- item`` lines, flow
+lists ``[a, [b, c], "d"]``, plain scalars and ``#`` comments. Anything else is a one-line
+:class:`ModelYamlError`.
 
 Scaling reproduces ``ultralytics/nn/tasks.py: parse_model`` (``scales`` + ``scale`` -> depth, width,
-max_channels) and ``guess_model_scale`` (the scale letter from a file name such as ``yolov8n.yaml``).
+max_channels) and ``guess_model_scale`` (the scale letter from a file name such as
+``yolov8n.yaml``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def load_model_dict(source: dict[str, Any] | str | Path) -> tuple[dict[str, Any]
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ModelYamlError(f"{path}: cannot read the model description ({exc.strerror})") from None
+            raise ModelYamlError(f"{path}: cannot read the model description "
+                                 f"({exc.strerror})") from None
         where = str(path)
         model = parse_model_text(text, where)
         model.setdefault("yaml_file", path.name)
@@ -70,11 +73,13 @@ def parse_model_text(text: str, where: str) -> dict[str, Any]:
         except _pyyaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
-            raise ModelYamlError(f"{where}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+            problem = getattr(exc, "problem", exc)
+            raise ModelYamlError(f"{where}{line}: invalid YAML ({problem})") from None
     else:
         value = read_yaml_subset(text, where)
     if not isinstance(value, dict):
-        raise ModelYamlError(f"{where}: the model description must be a mapping, not {type(value).__name__}")
+        raise ModelYamlError(f"{where}: the model description must be a mapping, not "
+                             f"{type(value).__name__}")
     return value
 
 
@@ -83,7 +88,8 @@ def read_yaml_subset(text: str, where: str = "<yaml>") -> dict[str, Any]:
     ``None`` in YAML 1.1: ``None`` stays the string ``'None'``, as ultralytics expects).
 
     Example:
-        >>> read_yaml_subset("nc: 80\\nscales:\\n  n: [0.33, 0.25, 1024]\\nbackbone:\\n  - [-1, 1, Conv, [64, 3, 2]]")
+        >>> read_yaml_subset("nc: 80\\nscales:\\n  n: [0.33, 0.25, 1024]\\n"
+        ...                  "backbone:\\n  - [-1, 1, Conv, [64, 3, 2]]")
         {'nc': 80, 'scales': {'n': [0.33, 0.25, 1024]}, 'backbone': [[-1, 1, 'Conv', [64, 3, 2]]]}
     """
     result: dict[str, Any] = {}
@@ -108,8 +114,9 @@ def read_yaml_subset(text: str, where: str = "<yaml>") -> dict[str, Any]:
             continue
         key = open_key
         if key is None:
-            raise ModelYamlError(f"{here}: indented line outside a block; the YAML reader accepts "
-                                 "'key: value', nested 'key: value' or '- item' lines (install PyYAML for more)")
+            raise ModelYamlError(f"{here}: indented line outside a block; the YAML reader "
+                                 "accepts 'key: value', nested 'key: value' or '- item' lines "
+                                 "(install PyYAML for more)")
         if body.startswith("- ") or body == "-":
             if block is None:
                 block = result[key] = []
@@ -148,13 +155,14 @@ def _split_key(body: str, here: str) -> tuple[str, str]:
     return _unquote(key.strip()), value.strip()
 
 
-_TOKEN = re.compile(r"""\s*(?:(?P<open>\[)|(?P<close>\])|(?P<comma>,)|(?P<quoted>"[^"]*"|'[^']*')|(?P<plain>[^,\[\]]+))""")
+_TOKEN = re.compile(r"""\s*(?:(?P<open>\[)|(?P<close>\])|(?P<comma>,)"""
+                    r"""|(?P<quoted>"[^"]*"|'[^']*')|(?P<plain>[^,\[\]]+))""")
 
 
 def _scalar_or_flow(value: str, here: str) -> Any:
     if value.startswith(("{", "&", "*", "!", "|", ">")):
-        raise ModelYamlError(f"{here}: {value[:20]!r}: YAML mappings, anchors, tags and block scalars "
-                             "are beyond the reader's subset (install PyYAML)")
+        raise ModelYamlError(f"{here}: {value[:20]!r}: YAML mappings, anchors, tags and block "
+                             "scalars are beyond the reader's subset (install PyYAML)")
     if not value.startswith("["):
         return _scalar(value)
     tokens = [(m.lastgroup, m.group(m.lastgroup)) for m in _TOKEN.finditer(value) if m.lastgroup]
@@ -205,7 +213,8 @@ def _scalar(text: str) -> Any:
         return _BOOLS[text.lower()]
     if re.fullmatch(r"[-+]?(0|[1-9][0-9_]*)", text):
         return int(text.replace("_", ""))
-    if re.fullmatch(r"[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+][0-9]+)?", text) and text not in (".", "-.", "+."):
+    float_syntax = re.fullmatch(r"[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+][0-9]+)?", text)
+    if float_syntax and text not in (".", "-.", "+."):
         return float(text.replace("_", ""))
     return text
 
@@ -217,7 +226,8 @@ def _unquote(text: str) -> str:
 # ---- scaling ----
 @dataclass(frozen=True)
 class ModelScale:
-    """``parse_model``'s compound scaling: repeats x depth, channels x width capped at max_channels."""
+    """``parse_model``'s compound scaling: repeats x depth, channels x width capped at
+    max_channels."""
 
     letter: str | None
     depth: float
@@ -234,7 +244,8 @@ class ModelScale:
 
 
 def make_divisible(x: float, divisor: int) -> int:
-    """The smallest multiple of ``divisor`` >= ``x`` (``ultralytics/utils/ops.py: make_divisible``)."""
+    """The smallest multiple of ``divisor`` >= ``x`` (``ultralytics/utils/ops.py:
+    make_divisible``)."""
     return math.ceil(x / divisor) * divisor
 
 

@@ -1,5 +1,5 @@
-"""``bn_eps`` on ``[convolutional]``: the batch norm's eps everywhere it is applied (training forward,
-inference forward, the folded and prepacked weights, ONNX), Darknet's 1e-5 when absent."""
+"""``bn_eps`` on ``[convolutional]``: the batch norm's eps everywhere it is applied (training
+forward, inference forward, the folded and prepacked weights, ONNX), Darknet's 1e-5 when absent."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def reference(net: Network, x: torch.Tensor, eps: float, training: bool = False)
         if training:
             y = F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, eps)
         else:
-            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, eps)
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
+                             eps)
         x = F.silu(y) if layer.activation.name == "swish" else y
     return x
 
@@ -84,7 +85,8 @@ def test_absent_key_is_darknets_eps() -> None:
 
 @pytest.mark.parametrize("grad", [False, True], ids=["folded", "unfolded"])
 def test_inference_forward_uses_bn_eps(grad: bool) -> None:
-    """Eval mode: without gradients the layer runs its cached folded weights, with them conv + BN."""
+    """Eval mode: without gradients the layer runs its cached folded weights, with them conv +
+    BN."""
     net = network()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.set_grad_enabled(grad):

@@ -47,8 +47,9 @@ def scale_param(scale: str):
 
 @pytest.mark.parametrize("scale", list(ULTRALYTICS))
 def test_parameter_count(scale: str) -> None:
-    """ultralytics counts every parameter, the DFL's fixed ``arange(16)`` 1x1 conv included (hence its
-    'parameters' exceed its 'gradients' by 16); darknetpy's head applies that projection as a constant."""
+    """ultralytics counts every parameter, the DFL's fixed ``arange(16)`` 1x1 conv included (hence
+    its 'parameters' exceed its 'gradients' by 16); darknetpy's head applies that projection as a
+    constant."""
     net = build(CFG / f"yolov8{scale}.cfg", meta=True)
     trainable = sum(p.numel() for p in net.parameters())
     assert trainable + REG_MAX == ULTRALYTICS[scale][0]
@@ -78,16 +79,19 @@ def test_weights_save_and_reload_byte_for_byte(tmp_path: Path, scale: str) -> No
     again.save_weights(tmp_path / "b.weights")
     data = (tmp_path / "a.weights").read_bytes()
     assert data == (tmp_path / "b.weights").read_bytes()
-    assert len(data) == 20 + 4 * sum(t.numel() for layer in net.layers for t in layer.darknet_tensors())
+    values = sum(t.numel() for layer in net.layers for t in layer.darknet_tensors())
+    assert len(data) == 20 + 4 * values
 
 
 def test_raccoon_cfg() -> None:
-    """The embedded raccoon set's YOLOv8n: 1 class, 224 x 224, batch 16, 40 epochs (400 iterations of
+    """The embedded raccoon set's YOLOv8n: 1 class, 224 x 224, batch 16, 40 epochs (400 iterations
+    of
     the 160 training images), the yolov8 recipe."""
     net = build(REPO / "cfg" / "yolov8n-raccoon.cfg", meta=True)
     assert (net.net.width, net.net.height, net.net.batch) == (224, 224, 16)
     head = net.layers[-1]
-    assert head.section.name == "yolov8" and net.layers[head.sources[0]].out_shape.channels == 4 * REG_MAX + 1
+    assert head.section.name == "yolov8"
+    assert net.layers[head.sources[0]].out_shape.channels == 4 * REG_MAX + 1
     text = (REPO / "cfg" / "yolov8n-raccoon.cfg").read_text()
     assert "recipe=yolov8" in text and "epochs=40" in text and "letter_box=1" in text
 
@@ -96,13 +100,15 @@ def cfg_variants() -> list[tuple[str, dict, object]]:
     """(file name, the model dict, the [net] section) of each committed cfg."""
     model = json.loads((GOLDEN / "modern" / "yolov8n" / "model.yaml").read_text())
     model["yaml_file"] = "yolov8.yaml"
-    coco = [(f"yolov8{s}.cfg", {**model, "nc": 80, "scale": s}, net_section(640, 640)) for s in ULTRALYTICS]
+    coco = [(f"yolov8{s}.cfg", {**model, "nc": 80, "scale": s}, net_section(640, 640))
+            for s in ULTRALYTICS]
     raccoon = ("yolov8n-raccoon.cfg", {**model, "nc": 1, "scale": "n"},
                net_section(224, 224, batch=16, epochs=40))
     return [*coco, raccoon]
 
 
-@pytest.mark.skipif(not (GOLDEN / "modern" / "yolov8n" / "model.yaml").is_file(), reason=SKIP_REASON)
+@pytest.mark.skipif(not (GOLDEN / "modern" / "yolov8n" / "model.yaml").is_file(),
+                    reason=SKIP_REASON)
 def test_committed_cfgs_are_what_the_importer_writes() -> None:
     """The cfgs are generated: ``import_ultralytics(yolov8.yaml with nc and scale)`` (the golden
     model.yaml holds ultralytics' yolov8.yaml rows and scales)."""

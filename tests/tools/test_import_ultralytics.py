@@ -1,5 +1,6 @@
 """``darknetpy import-ultralytics``: the model description reader, the module -> section mapping
-(checked against ultralytics' own outputs in golden/modern/yolov8n), the state-dict order, the files."""
+(checked against ultralytics' own outputs in golden/modern/yolov8n), the state-dict order, the
+files."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def test_json_and_yaml_files_read_alike(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps(read_yaml_subset(TINY_YAML)))
     a, _ = load_model_dict(tmp_path / "m.yaml")
     b, _ = load_model_dict(tmp_path / "m.json")
-    assert {k: a[k] for k in ("nc", "backbone", "head")} == {k: b[k] for k in ("nc", "backbone", "head")}
+    keys = ("nc", "backbone", "head")
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 
 def test_scale_from_argument_key_or_file_name() -> None:
@@ -98,16 +100,18 @@ def test_scale_from_argument_key_or_file_name() -> None:
     assert model_scale(model, "m.yaml", "b").width == 0.5
     assert model_scale({**model, "scale": "a"}, "m.yaml").depth == 0.5
     named = {**model, "scales": {**model["scales"], "s": [1, 1, 64]}, "yaml_file": "yolov8s.yaml"}
-    assert model_scale(named, "m.yaml").letter == "s"  # guess_model_scale: the letter after "yolov8"
+    assert model_scale(named, "m.yaml").letter == "s"  # guess_model_scale: the letter after v8
     with pytest.raises(ModelYamlError, match="'z' is not one of"):
         model_scale(model, "m.yaml", "z")
 
 
 def test_channel_and_repeat_scaling() -> None:
-    """``parse_model``: channels ``make_divisible(min(c, max) * width, 8)``, repeats ``round(n * depth)``."""
+    """``parse_model``: channels ``make_divisible(min(c, max) * width, 8)``, repeats
+    ``round(n * depth)``."""
     scale = model_scale(tiny_model("a"), "m")
     assert [scale.channels(c) for c in (32, 64, 1024)] == [8, 16, 64]
-    assert [scale.repeats(n) for n in (1, 2, 3, 9)] == [1, 1, 2, 4]  # round(1.5) = 2 (banker's), n=1 kept
+    # round(1.5) = 2, round(4.5) = 4 (Python rounds halves to even); n = 1 is kept
+    assert [scale.repeats(n) for n in (1, 2, 3, 9)] == [1, 1, 2, 4]
     assert make_divisible(20, 8) == 24 and detect_channels(64, 3, 16) == (64, 64)
     assert detect_channels(256, 80, 16) == (64, 256) and detect_channels(32, 200, 16) == (64, 100)
 
@@ -131,10 +135,11 @@ def test_unsupported_rows_are_one_line_errors(row: list, words: str) -> None:
 def test_tiny_model_builds_with_the_right_shapes() -> None:
     imported = import_ultralytics(tiny_model("b"), width=64, height=64)
     net = Network.from_text(imported.cfg_text)
-    shapes = {i: net.layers[layer].out_shape for i, layer in imported.module_layers.items() if i < 7}
+    shapes = {i: net.layers[layer].out_shape for i, layer in imported.module_layers.items()
+              if i < 7}
     assert (shapes[0].channels, shapes[0].height) == (16, 32)
     assert (shapes[3].channels, shapes[3].height) == (64, 16)  # SPPF: c2 = 128 * 0.5
-    assert (shapes[5].channels, shapes[5].height) == (32 + 64, 32)  # Concat of Upsample(3) and row 1
+    assert (shapes[5].channels, shapes[5].height) == (32 + 64, 32)  # Concat(Upsample(3), row 1)
     assert [net.layers[i].out_shape.channels for i in imported.levels] == [4 * 16 + 2] * 2
     assert "bn_eps=0.001" in imported.cfg_text and "[yolov8]" in imported.cfg_text
 
@@ -160,7 +165,8 @@ def _relative(got: np.ndarray, ref: np.ndarray) -> float:
 
 @needs_golden
 def test_golden_every_module_output(golden_import, golden_outputs) -> None:
-    """Each ultralytics module's output equals the darknetpy layer it maps to (1e-4 of its range)."""
+    """Each ultralytics module's output equals the darknetpy layer it maps to (1e-4 of its
+    range)."""
     ref = np.load(V8 / "forward.npz")
     modules = [k for k in ref.files if ":" in k]
     assert len(modules) == 22
@@ -171,12 +177,14 @@ def test_golden_every_module_output(golden_import, golden_outputs) -> None:
 
 @needs_golden
 def test_golden_head_inputs_and_logits(golden_import, golden_outputs) -> None:
-    """``head_in/k`` are modules 15, 18, 21; the [route] of each level holds ``head/boxes`` (64) then
+    """``head_in/k`` are modules 15, 18, 21; the [route] of each level holds ``head/boxes`` (64)
+    then
     ``head/scores`` (nc), anchors row-major per level."""
     ref = np.load(V8 / "forward.npz")
     for k, module in enumerate((15, 18, 21)):
-        assert _relative(golden_outputs[golden_import.module_layers[module]], ref[f"head_in/{k}"]) < 1e-4
-    levels = np.concatenate([golden_outputs[i].reshape(67, -1) for i in golden_import.levels], axis=1)
+        layer = golden_import.module_layers[module]
+        assert _relative(golden_outputs[layer], ref[f"head_in/{k}"]) < 1e-4
+    levels = np.concatenate([golden_outputs[i].reshape(67, -1) for i in golden_import.levels], 1)
     assert _relative(levels[:64], ref["head/boxes"]) < 1e-4
     assert _relative(levels[64:], ref["head/scores"]) < 1e-4
 
@@ -286,7 +294,8 @@ def test_cli_import_ultralytics(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (net.net.width, len(net.layers)) == (256, 105)
 
 
-def test_cli_unsupported_module_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_unsupported_module_is_one_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     from darknetpy.cli import main
 
     model = tiny_model()
@@ -298,3 +307,13 @@ def test_cli_unsupported_module_is_one_line(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err.strip()
     assert err.startswith("darknetpy: error:") and "module C3k2" in err and "row 6 (head)" in err
     assert "\n" not in err and not (tmp_path / "o.cfg").exists()
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])
+def test_sppf_maxpool_is_torchs_same_padding_pool(k: int) -> None:
+    """Darknet's ``[maxpool] size=k stride=1`` (k - 1 padding split with -FLT_MAX) is exactly
+    ``nn.MaxPool2d(k, 1, k // 2)`` for odd k, which SPPF chains."""
+    net = Network.from_text(
+        f"[net]\nwidth=12\nheight=10\nchannels=4\n[maxpool]\nsize={k}\nstride=1\n")
+    x = torch.randn(2, 4, 10, 12, generator=torch.Generator().manual_seed(k)) - 5
+    assert torch.equal(net(x)[0], torch.nn.functional.max_pool2d(x, k, 1, k // 2))
