@@ -436,9 +436,10 @@ def test_evaluate_refuses_names_that_do_not_match_the_cfg(tmp_path: Path) -> Non
 # ------------------------------------------------------------------ module layout, recall rows
 
 # every public name of the single-module darknetpy.evaluate before it became the package darknetpy.evaluation
+# (but Detection, now ScoredBox: darknetpy.Detection is predict's record, one meaning per name)
 PUBLIC_BEFORE_SPLIT = (
     "COCO_IDS", "MAP_DETECTION_THRESH", "MAP_NMS", "VALID_DETECTION_THRESH", "VALID_NMS",
-    "COCO_KEYS", "Detection", "Truth", "PRCurve", "MapResult", "CocoMetrics", "Metrics", "box_iou",
+    "COCO_KEYS", "ScoredBox", "Truth", "PRCurve", "MapResult", "CocoMetrics", "Metrics", "box_iou",
     "average_precision", "darknet_map", "coco_metrics", "plot_pr_curves", "metrics_to_dict",
     "write_metrics_json", "basecfg", "coco_image_id", "read_coco_image_ids", "format_coco_results",
     "format_voc_results", "group_detections", "run_detector", "evaluate", "validate",

@@ -23,6 +23,7 @@ from darknetpy.inference.inference_model import (
     fuse_conv_batchnorm,
     load,
 )
+from darknetpy.inference.records import prediction
 from darknetpy.model.layers.conv import Conv
 from darknetpy.model.network import Network
 
@@ -499,7 +500,7 @@ def test_predict_on_uint8_inputs_is_unchanged(tmp_path: Path, kind: str, letter:
     w, h = model.input_size
     old = torch.from_numpy(_old_prepare(kind, rgb, w, h, letter))
     dets = model.detections(old, [(768, 576)], thresh=0.2, letter_box=letter)[0]
-    expected = model._prediction(got.source, (768, 576), dets, 0.2)
+    expected = prediction(got.source, (768, 576), dets, 0.2, model.names)
     assert len(got) >= 3
     assert got == expected
 

@@ -1,13 +1,14 @@
 """Detector evaluation: Darknet's ``detector map`` / ``valid`` / ``recall``, and COCO metrics.
 
-* :mod:`.records`: :class:`Detection`, :class:`Truth`, :class:`MapResult`, :class:`Metrics`, ...
+* :mod:`.records`: :class:`ScoredBox`, :class:`Truth`, :class:`MapResult`, :class:`Metrics`, ...
 * :mod:`.darknet_map`: :func:`darknet_map` (``validate_detector_map`` on plain data), ``box_iou``,
   ``average_precision``;
 * :mod:`.coco`: :func:`coco_metrics` through pycocotools;
 * :mod:`.report`: PR-curve plots and the ``--json`` interface;
 * :mod:`.valid`: ``detector valid`` result files (COCO json, VOC text);
 * :mod:`.run`: running the network over a ``.data`` file's list as Darknet's commands do;
-* :mod:`.commands`: :func:`evaluate`, :func:`validate`, :func:`recall` end to end.
+* :mod:`.commands`: :func:`evaluate` (:func:`evaluate_network` for a network in memory),
+  :func:`validate`, :func:`recall` end to end.
 
 ``darknetpy.evaluation`` re-exports the same names.
 """
@@ -15,7 +16,7 @@
 from __future__ import annotations
 
 from .coco import coco_metrics
-from .commands import RecallRow, evaluate, iter_recall, recall, validate
+from .commands import RecallRow, evaluate, evaluate_network, iter_recall, recall, validate
 from .darknet_map import average_precision, box_iou, darknet_map
 from .records import (
     COCO_KEYS,
@@ -27,7 +28,7 @@ from .records import (
     VALID_DETECTION_THRESH,
     VALID_NMS,
     CocoMetrics,
-    Detection,
+    ScoredBox,
     MapResult,
     Metrics,
     PRCurve,
@@ -37,6 +38,7 @@ from .report import metrics_to_dict, plot_pr_curves, write_metrics_json
 from .run import (
     DetectorFacts,
     class_names,
+    detector_facts,
     detect_images,
     difficult_label_paths,
     group_detections,
@@ -57,9 +59,10 @@ from .valid import (
 __all__ = [
     "COCO_IDS", "COCO_KEYS", "MAP_DETECTION_THRESH", "MAP_NMS", "RECALL_DETECTION_THRESH",
     "RECALL_IOU_THRESH", "RECALL_NMS", "VALID_DETECTION_THRESH", "VALID_NMS", "CocoMetrics",
-    "Detection", "DetectorFacts", "MapResult", "Metrics", "PRCurve", "RecallRow", "Truth",
+    "ScoredBox", "DetectorFacts", "MapResult", "Metrics", "PRCurve", "RecallRow", "Truth",
     "average_precision", "basecfg", "box_iou", "class_names", "coco_image_id", "coco_metrics",
-    "darknet_map", "detect_images", "difficult_label_paths", "evaluate", "format_coco_results",
+    "darknet_map", "detect_images", "detector_facts", "difficult_label_paths", "evaluate",
+    "evaluate_network", "format_coco_results",
     "format_voc_results", "group_detections", "iter_recall", "load_detector", "metrics_to_dict",
     "plot_pr_curves", "read_coco_category_ids", "read_coco_image_ids", "recall", "run_detector",
     "valid_images", "validate", "write_metrics_json",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import UsageError
-from .records import COCO_KEYS, CocoMetrics, Detection, Truth
+from .records import COCO_KEYS, CocoMetrics, ScoredBox, Truth
 
 
 def _pixel_box(box: Sequence[float], size: tuple[int, int], relative: bool) -> np.ndarray:
@@ -29,7 +29,7 @@ def _pixel_box(box: Sequence[float], size: tuple[int, int], relative: bool) -> n
 
 
 def coco_metrics(
-    detections: Sequence[Sequence[Detection]],
+    detections: Sequence[Sequence[ScoredBox]],
     truths: Sequence[Sequence[Truth]],
     image_sizes: Sequence[tuple[int, int]],
     classes: int,

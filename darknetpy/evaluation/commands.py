@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.labels import read_boxes
 from ..data.datafile import DataConfig, resolve_path
 from ..data.labels import label_path
 from ..errors import DataError, UsageError
 from ..inference.postprocess import do_nms_obj
+from ..model.network import Network
 from .coco import coco_metrics
 from .darknet_map import box_iou, darknet_map
 from .records import (
@@ -28,7 +30,7 @@ from .records import (
     RECALL_NMS,
     VALID_DETECTION_THRESH,
     VALID_NMS,
-    Detection,
+    ScoredBox,
     Metrics,
     Truth,
     _c,
@@ -39,6 +41,7 @@ from .run import (
     class_names,
     detect_images,
     difficult_label_paths,
+    detector_facts,
     load_detector,
     valid_images,
 )
@@ -64,8 +67,39 @@ def evaluate(
 ) -> Metrics:
     """``darknet detector map DATA CFG WEIGHTS``: mAP on the ``valid`` list (plus COCO AP).
 
+    The cfg's network with ``weights`` loaded, on ``device``, through :func:`evaluate_network`
+    (see it for the arguments).
+
+    Raises:
+        DataError: unreadable .data, list, names or image; names count differs from the cfg classes.
+    """
+    config = DataConfig.from_file(data)
+    net, _ = load_detector(cfg, weights, device)
+    return evaluate_network(net, config, thresh=thresh, iou_thresh=iou_thresh, points=points,
+                            letter_box=letter_box, device=device, coco=coco, batch=batch,
+                            keep_detections=keep_detections, progress=progress)  # fmt: skip
+
+
+def evaluate_network(
+    net: Network,
+    data: str | Path | DataConfig,
+    *,
+    thresh: float = 0.25,
+    iou_thresh: float = 0.5,
+    points: int = 0,
+    letter_box: bool | None = None,
+    device: str | torch.device | None = None,
+    coco: bool = True,
+    batch: int = 8,
+    keep_detections: bool = False,
+    progress: bool = False,
+) -> Metrics:
+    """``validate_detector_map`` on a network in memory (as loaded, or being trained: training's
+    mAP evaluates its network, or its EMA weights, here): mAP on the ``valid`` list (plus COCO AP).
+
     Detections use threshold 0.005 and NMS 0.45 as ``validate_detector_map``; ground truth comes from
     the label file beside each image, unfiltered; a ``difficult=`` list in the .data file is honoured.
+    The network runs in eval mode and is left in the mode it was in.
 
     Args:
         thresh: confidence threshold of the printed TP/FP/precision/recall/F1/average IoU.
@@ -73,16 +107,21 @@ def evaluate(
         points: 0 (area under the curve), 11 (VOC2007) or 101 (COCO).
         letter_box: None: the cfg's ``[net] letter_box`` (Darknet's map ignores ``-letter_box``);
             True/False force letterboxed / plainly resized inputs.
+        data: the .data file (or it read).
+        device: where the inputs go; None: the device of the network's parameters.
         coco: also compute COCO AP with pycocotools.
         batch: images per forward pass (see :func:`~.run.detect_images`).
         keep_detections: keep every image's detections and ground truth in the result.
 
     Raises:
-        DataError: unreadable .data, list, names or image; names count differs from the cfg classes.
+        DataError: unreadable .data, list, names or image; names count differs from the classes.
+        UsageError: the network has no detection layer.
     """
-    config = DataConfig.from_file(data)
-    net, facts = load_detector(cfg, weights, device)
-    names = class_names(config, facts.classes, cfg)
+    facts = detector_facts(net)
+    if device is None:
+        device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    config = data if isinstance(data, DataConfig) else DataConfig.from_file(data)
+    names = class_names(config, facts.classes, net.where())
     images = valid_images(config, "data/train.txt")
     difficult = None
     dif_labels = difficult_label_paths(config)
@@ -204,7 +243,7 @@ def validate(
         (
             path,
             size,
-            [Detection(_to_pixels(x.box, size), x.probs) for x in _from_arrays(d.boxes, d.probs)],
+            [ScoredBox(_to_pixels(x.box, size), x.probs) for x in _from_arrays(d.boxes, d.probs)],
         )
         for path, size, d in found
     ]

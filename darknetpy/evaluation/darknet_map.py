@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .records import Detection, MapResult, PRCurve, Truth
+from .records import MapResult, PRCurve, ScoredBox, Truth
 
 # Darknet formulas
 
@@ -138,7 +138,7 @@ def _best_truth(
 
 
 def darknet_map(
-    detections: Sequence[Sequence[Detection]],
+    detections: Sequence[Sequence[ScoredBox]],
     truths: Sequence[Sequence[Truth]],
     classes: int,
     *,

@@ -27,8 +27,9 @@ RECALL_IOU_THRESH = 0.5  # validate_detector_recall: a truth is found above this
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-class Detection(NamedTuple):
-    """One box after NMS: centre box and the probability of every class (0 where suppressed)."""
+class ScoredBox(NamedTuple):
+    """What the evaluation scores: one box after NMS, its centre box and the probability of every
+    class (0 where suppressed); any ``(box, probs)`` pair does."""
 
     box: Sequence[float]
     probs: Sequence[float]
@@ -140,7 +141,7 @@ class Metrics:
     images: int
     # with evaluate(keep_detections=True): per image its detections and ground truth, to re-score
     # at other thresholds with darknet_map without running the network again
-    detections: tuple[tuple[Detection, ...], ...] | None = field(
+    detections: tuple[tuple[ScoredBox, ...], ...] | None = field(
         default=None, repr=False, compare=False
     )
     truths: tuple[tuple[Truth, ...], ...] | None = field(default=None, repr=False, compare=False)

@@ -1,9 +1,11 @@
 """Running a detector over a ``.data`` file's image list the way Darknet's evaluation commands do.
 
-* :func:`load_detector`: the network of a cfg + weights, and the [net] facts the commands need;
-* :func:`detect_images`: decode, resize (or letterbox), predict, ``get_network_boxes`` + NMS, per
-  image, as ``validate_detector_map`` / ``validate_detector`` / ``validate_detector_recall`` do;
-* :func:`run_detector`: the same, as :class:`~.records.Detection` lists for :func:`darknet_map`;
+* :func:`load_detector`: the network of a cfg + weights, and the [net] facts the commands need
+  (:func:`detector_facts` for a network already in memory, e.g. the one being trained);
+* :func:`detect_images`: the image -> detections pipeline (:mod:`darknetpy.inference.pipeline`)
+  over image files, as ``validate_detector_map`` / ``validate_detector`` /
+  ``validate_detector_recall`` do;
+* :func:`run_detector`: the same, as :class:`~.records.ScoredBox` lists for :func:`darknet_map`;
 * the ``.data`` inputs of those commands (``valid=`` list, ``names=``, ``difficult=``), read with
   :mod:`darknetpy.data.datafile`.
 """
@@ -13,21 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from ..data.datafile import DataConfig, read_image_list, read_names, resolve_path
-from ..data.image import load_image, prepare_test_input
 from ..data.labels import label_path
 from ..errors import DataError, UsageError
-from ..inference.postprocess import detections
+from ..inference import pipeline
+from ..model.heads.detections import Detections
 from ..model.network import Network
-from .records import Detection
-
-if TYPE_CHECKING:
-    from ..model.network import Network
-    from ..inference.postprocess import Detections
+from .records import ScoredBox
 
 
 @dataclass(frozen=True)
@@ -41,29 +39,36 @@ class DetectorFacts:
 
 
 def load_detector(
-    cfg: str | Path, weights: str | Path | None, device: str = "cpu"
+    cfg: str | Path, weights: str | Path | None, device: str | torch.device = "cpu"
 ) -> tuple[Network, DetectorFacts]:
     """Build the cfg's network, load ``weights``, move it to ``device`` in eval mode.
 
     Raises:
-        UsageError: the cfg has no ``[yolo]``, ``[region]`` or ``[Gaussian_yolo]`` layer.
+        UsageError: the cfg has no detection layer.
         CfgError, WeightsError: as :class:`~darknetpy.model.network.Network` raises them.
     """
     net = Network.from_cfg(Path(cfg))
-    if not net.heads:
-        raise UsageError(
-            f"{cfg}: no [yolo], [region] or [Gaussian_yolo] layer; "
-            "map/valid/recall need a detection network"
-        )
+    facts = detector_facts(net)
     if weights is not None:
         net.load_weights(weights)
     net.to(device).eval()
-    head = net.layers[net.heads[-1]]
-    classes = int(head.options.classes)  # type: ignore[union-attr]
+    return net, facts
+
+
+def detector_facts(net: Network) -> DetectorFacts:
+    """What the evaluation commands read from a network's cfg.
+
+    Raises:
+        UsageError: the network has no detection layer.
+    """
+    if not net.heads:
+        raise UsageError(
+            f"{net.where()}: no [yolo], [region], [Gaussian_yolo] or other detection layer; "
+            "map/valid/recall need a detection network"
+        )
     config = net.net
-    return net, DetectorFacts(
-        int(config.width), int(config.height), bool(config.letter_box), classes
-    )
+    return DetectorFacts(int(config.width), int(config.height), bool(config.letter_box),
+                         net.head_layers()[-1].classes)
 
 
 def detect_images(
@@ -74,43 +79,25 @@ def detect_images(
     thresh: float,
     nms: float,
     letter_box: bool | None = None,
-    device: str = "cpu",
+    device: str | torch.device | None = "cpu",
     batch: int = 8,
 ) -> Iterator[tuple[Path, tuple[int, int], Detections]]:
     """Per image ``(path, (width, height), detections)``: boxes relative to the image, Darknet's order.
 
-    Each image is decoded with OpenCV (RGB), resized with Darknet's ``resize_image`` (or letterboxed
-    when ``letter_box``, default: the cfg's ``[net] letter_box``), predicted, then
-    ``get_network_boxes`` at ``thresh`` and NMS at ``nms`` (0: none; the cfg's ``nms_kind``).
-    Darknet predicts one image at a time; ``batch`` images share a forward pass here, which gives
-    the same outputs (inference batch norm) up to float rounding, faster.
+    The pipeline of :func:`darknetpy.inference.pipeline.detect_images` on ``net`` as it is (a
+    network loaded from files, or the one in memory being trained; it runs in eval mode and is
+    left in the mode it was in): each image decoded with OpenCV (RGB), resized with Darknet's
+    ``resize_image`` (or letterboxed when ``letter_box``, default: the cfg's ``[net] letter_box``),
+    predicted, then ``get_network_boxes`` at ``thresh`` and NMS at ``nms`` (0: none; the last head's
+    NMS). Darknet predicts one image at a time; ``batch`` images share a forward pass here, which
+    gives the same outputs (inference batch norm) up to float rounding, faster.
     """
-    import torch
-
-    if batch < 1:
-        raise UsageError(f"batch={batch}: must be at least 1")
     letter = facts.letter_box if letter_box is None else bool(letter_box)
-    pending: list[tuple[Path, tuple[int, int], np.ndarray]] = []
-
-    def flush() -> Iterator[tuple[Path, tuple[int, int], Detections]]:
-        x = torch.from_numpy(np.stack([p[2] for p in pending])).to(device)
-        sizes = [p[1] for p in pending]
-        with torch.no_grad():
-            found = detections(net, x, sizes, thresh=thresh, nms=nms, letter_box=letter)
-        done = [(p[0], p[1], d) for p, d in zip(pending, found)]
-        pending.clear()
-        yield from done
-
-    for path in images:
-        image = load_image(path)
-        h, w = image.shape[:2]
-        pending.append(
-            (Path(path), (w, h), prepare_test_input(image, facts.width, facts.height, letter))
-        )
-        if len(pending) >= batch:
-            yield from flush()
-    if pending:
-        yield from flush()
+    found = pipeline.detect_images(net, images, net_size=(facts.width, facts.height),
+                                   letter_box=letter, thresh=thresh, nms=nms, batch=batch,
+                                   device=device)  # fmt: skip
+    for f in found:
+        yield Path(f.image), f.size, f.detections
 
 
 def _progress(images: Sequence[Path], progress: bool, what: str) -> Iterable[Path]:
@@ -121,10 +108,10 @@ def _progress(images: Sequence[Path], progress: bool, what: str) -> Iterable[Pat
     return tqdm(images, desc=what, unit="img")
 
 
-def _from_arrays(boxes: np.ndarray, probs: np.ndarray) -> list[Detection]:
+def _from_arrays(boxes: np.ndarray, probs: np.ndarray) -> list[ScoredBox]:
     """Detections from parallel arrays, in order, leaving out boxes NMS zeroed in every class."""
     keep = np.flatnonzero((np.asarray(probs) > 0).any(axis=1))
-    return [Detection(tuple(float(v) for v in boxes[i]), np.asarray(probs[i])) for i in keep]
+    return [ScoredBox(tuple(float(v) for v in boxes[i]), np.asarray(probs[i])) for i in keep]
 
 
 def run_detector(
@@ -138,7 +125,7 @@ def run_detector(
     device: str = "cpu",
     batch: int = 8,
     progress: bool = False,
-) -> list[tuple[Path, tuple[int, int], list[Detection]]]:
+) -> list[tuple[Path, tuple[int, int], list[ScoredBox]]]:
     """Run a network on image files as ``validate_detector_map`` / ``validate_detector`` do.
 
     See :func:`detect_images`; boxes are relative to the image, and boxes NMS suppressed in every
@@ -158,7 +145,7 @@ def run_detector(
     return [(path, size, _from_arrays(d.boxes, d.probs)) for path, size, d in found]
 
 
-def group_detections(rows: Sequence[Sequence[float]], classes: int) -> list[Detection]:
+def group_detections(rows: Sequence[Sequence[float]], classes: int) -> list[ScoredBox]:
     """Turn ``Network.detect`` rows ``(class, prob, x, y, w, h, objectness)`` back into detections.
 
     Rows sharing a box (and objectness) are one Darknet ``detection`` with a probability per
@@ -185,7 +172,7 @@ def group_detections(rows: Sequence[Sequence[float]], classes: int) -> list[Dete
             probs[cls] = prob
             slots.append(probs)
             order.append((key, len(slots) - 1))
-    dets = [Detection(key[:4], groups[key][i]) for key, i in order]
+    dets = [ScoredBox(key[:4], groups[key][i]) for key, i in order]
     rank = np.argsort(-np.array([d.probs[-1] for d in dets], dtype=np.float32), kind="stable")
     return [dets[i] for i in rank]
 

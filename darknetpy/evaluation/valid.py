@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .records import Detection
+from .records import ScoredBox
 
 # detector.c: coco_ids, the official COCO category id of each of the 80 classes of coco.names.
 COCO_IDS: tuple[int, ...] = (
@@ -73,7 +73,7 @@ def _valid_corners(box: Sequence[float], w: int, h: int, one_based: bool) -> tup
 
 
 def format_coco_results(
-    images: Sequence[tuple[str | Path, tuple[int, int], Sequence[Detection]]],
+    images: Sequence[tuple[str | Path, tuple[int, int], Sequence[ScoredBox]]],
     *,
     category_ids: Sequence[int] | None = COCO_IDS,
     image_ids: Mapping[str, int] | None = None,
@@ -117,7 +117,7 @@ def format_coco_results(
 
 
 def format_voc_results(
-    images: Sequence[tuple[str | Path, tuple[int, int], Sequence[Detection]]], classes: int
+    images: Sequence[tuple[str | Path, tuple[int, int], Sequence[ScoredBox]]], classes: int
 ) -> list[str]:
     """``detector valid`` with ``eval=voc``: per class the text of ``comp4_det_test_<name>.txt``.
 

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -33,13 +31,21 @@ import torch
 from torch import nn
 
 from ..data.datafile import DataConfig, read_names
-from ..data.image import letterbox_image, load_image, prepare_test_input, resize_image
 from ..errors import DataError, UsageError
 from ..model.fastconv import packing_available, prepack_convolutions
 from ..model.heads.detections import network_detections
 from ..model.layers.conv import Conv
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
+from .pipeline import (
+    COLOR_ORDERS,
+    ImageInput,
+    PreparedImage,
+    as_image_list,
+    detect_images,
+    prepare_image,
+)
+from .records import Box, Detection, Prediction, prediction
 
 __all__ = [
     "COLOR_ORDERS",
@@ -52,114 +58,6 @@ __all__ = [
     "fuse_conv_batchnorm",
     "load",
 ]
-
-ImageInput = str | Path | np.ndarray | torch.Tensor
-
-#: How ``predict`` reads a numpy array's channels: OpenCV's ``cv2.imread`` gives BGR (the default),
-#: PIL / matplotlib / imageio give RGB.
-COLOR_ORDERS = MappingProxyType({"bgr": (2, 1, 0), "rgb": (0, 1, 2)})
-
-
-# ---------------------------------------------------------------- results
-@dataclass(frozen=True)
-class Box:
-    """A box in pixels of the original image: darknet's ``(x - w/2) * im.w`` etc., not rounded,
-    not clipped (boxes may extend past the image, as darknet's do)."""
-
-    left: float
-    top: float
-    width: float
-    height: float
-
-    @property
-    def right(self) -> float:
-        return self.left + self.width
-
-    @property
-    def bottom(self) -> float:
-        return self.top + self.height
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return self.left + self.width / 2, self.top + self.height / 2
-
-    def xyxy(self) -> tuple[float, float, float, float]:
-        """``(left, top, right, bottom)``."""
-        return self.left, self.top, self.right, self.bottom
-
-    def xywh(self) -> tuple[float, float, float, float]:
-        """``(left, top, width, height)`` (COCO's order)."""
-        return self.left, self.top, self.width, self.height
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One (box, class) pair above the threshold, as darknet lists it.
-
-    Attributes:
-        class_id: the class index.
-        name: the class name (the id as text when the model has no names).
-        score: darknet's ``prob``: objectness × class probability.
-        box: the box in pixels of the original image.
-        objectness: the box's objectness (1 for ``[region]`` heads, as in darknet).
-        relative: darknet's ``(x, y, w, h)``: centre and size relative to the image.
-        box_index: position of the box in darknet's detection array after NMS; detections of
-            several classes on one box share it.
-    """
-
-    class_id: int
-    name: str
-    score: float
-    box: Box
-    objectness: float
-    relative: tuple[float, float, float, float]
-    box_index: int
-
-    def to_dict(self) -> dict[str, Any]:
-        x, y, w, h = self.relative
-        b = self.box
-        return {
-            "class_id": self.class_id,
-            "name": self.name,
-            "confidence": self.score,
-            "objectness": self.objectness,
-            "box": {"left": b.left, "top": b.top, "width": b.width, "height": b.height},
-            "relative_coordinates": {"center_x": x, "center_y": y, "width": w, "height": h},
-        }
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The detections of one image, best score first.
-
-    Attributes:
-        source: the path, or ``<array i>`` / ``<tensor i>`` for in-memory images.
-        width, height: the original image size in pixels.
-        detections: every (box, class) pair above the threshold after NMS.
-    """
-
-    source: str
-    width: int
-    height: int
-    detections: tuple[Detection, ...]
-
-    def __len__(self) -> int:
-        return len(self.detections)
-
-    def __iter__(self) -> Iterator[Detection]:
-        return iter(self.detections)
-
-    def __getitem__(self, i: int) -> Detection:
-        return self.detections[i]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "filename": self.source,
-            "width": self.width,
-            "height": self.height,
-            "objects": [d.to_dict() for d in self.detections],
-        }
-
 
 # ---------------------------------------------------------------- fusing
 def fold_batchnorm(
@@ -389,7 +287,8 @@ class InferenceModel(nn.Module):
         dets = self.detections(
             x, image_size, thresh=thresh, nms=nms, letter_box=letter_box, hier_thresh=hier_thresh
         )
-        return [d.rows(thresh) for d in dets]
+        kept = self.fused.head_layers()[-1].score_kept  # the last head's threshold rule
+        return [d.rows(thresh, kept) for d in dets]
 
     # ---- images in, detections out ----
     def prepare(
@@ -399,23 +298,17 @@ class InferenceModel(nn.Module):
         color: str = "bgr",
         letter_box: bool | None = None,
         index: int = 0,
-    ) -> tuple[np.ndarray, tuple[int, int], str]:
+    ) -> PreparedImage:
         """One image as darknet's ``test_detector`` feeds it: ``(input (3, H, W) float32,
-        (width, height) of the original, source name)``.
+        (width, height) of the original, source name)`` (:func:`~.pipeline.prepare_image`).
 
         uint8 pixels (paths, numpy arrays, uint8 tensors) go to the network input in one pass
         (:func:`~darknetpy.data.image.prepare_test_input`: no full-size float copy), bit for bit
         what ``to_chw_float`` then ``resize_image`` / ``letterbox_image`` give; float tensors are
         resized as they are.
         """
-        pixels, channels, source = _to_pixels(image, color, index)
         letter = self.letter_box if letter_box is None else letter_box
-        w, h = self.input_size
-        if channels is not None:  # uint8 (H, W, C)
-            x = prepare_test_input(pixels, w, h, letter, channels=channels)
-            return x, (pixels.shape[1], pixels.shape[0]), source
-        x = letterbox_image(pixels, w, h) if letter else resize_image(pixels, w, h)
-        return x, (pixels.shape[2], pixels.shape[1]), source
+        return prepare_image(image, self.input_size, letter, color=color, index=index)
 
     def predict(
         self,
@@ -443,50 +336,13 @@ class InferenceModel(nn.Module):
         Raises:
             DataError: an unreadable image or an array of an unusable shape or dtype.
         """
-        if color not in COLOR_ORDERS:
-            raise UsageError(f"color={color!r}: choose one of {', '.join(COLOR_ORDERS)}")
-        items = _as_list(images)
-        results: list[Prediction] = []
-        for start in range(0, len(items), max(1, batch_size)):
-            chunk = items[start : start + max(1, batch_size)]
-            prepared = [
-                self.prepare(img, color=color, letter_box=letter_box, index=start + i)
-                for i, img in enumerate(chunk)
-            ]
-            x = torch.from_numpy(np.stack([p[0] for p in prepared]))
-            sizes = [p[1] for p in prepared]
-            dets = self.detections(
-                x, sizes, thresh=thresh, nms=nms, letter_box=letter_box, hier_thresh=hier_thresh
-            )
-            for (_, size, source), d in zip(prepared, dets):
-                results.append(self._prediction(source, size, d, thresh))
-        return results
-
-    def _prediction(
-        self, source: str, size: tuple[int, int], dets: Any, thresh: float
-    ) -> Prediction:
-        w, h = size
-        t = np.float32(thresh)
-        box_ids, class_ids = np.nonzero(dets.probs > t)
-        boxes = dets.boxes.astype(np.float32)
-        out = []
-        for b, c in zip(box_ids.tolist(), class_ids.tolist()):
-            x, y, bw, bh = (float(v) for v in boxes[b])
-            pixel = Box((x - bw / 2) * w, (y - bh / 2) * h, bw * w, bh * h)
-            name = self.names[c] if c < len(self.names) else str(c)
-            out.append(
-                Detection(
-                    c,
-                    name,
-                    float(dets.probs[b, c]),
-                    pixel,
-                    float(dets.objectness[b]),
-                    (x, y, bw, bh),
-                    b,
-                )
-            )
-        out.sort(key=lambda d: -d.score)  # stable: ties keep darknet's order
-        return Prediction(source, w, h, tuple(out))
+        letter = self.letter_box if letter_box is None else letter_box
+        kept = self.fused.head_layers()[-1].score_kept if self.fused.heads else None
+        found = detect_images(self, as_image_list(images), net_size=self.input_size,
+                              letter_box=letter, thresh=thresh, nms=nms,
+                              batch=max(1, batch_size), color=color, hier_thresh=hier_thresh)
+        return [prediction(f.source, f.size, f.detections, thresh, self.names, kept)
+                for f in found]
 
     def extra_repr(self) -> str:
         return (
@@ -500,62 +356,6 @@ def _classes(network: Network) -> int | None:
     if not network.heads:
         return None
     return int(network.layers[network.heads[-1]].options.classes)
-
-
-def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    if isinstance(images, (str, Path, np.ndarray)):
-        return [images]
-    if isinstance(images, torch.Tensor):
-        if images.dim() == 4:
-            return list(images.unbind(0))
-        return [images]
-    return list(images)
-
-
-#: Which channels of a one-channel (H, W, 1) image become R, G, B.
-_GREY = (0, 0, 0)
-
-
-def _to_pixels(
-    image: ImageInput, color: str, index: int
-) -> tuple[np.ndarray, tuple[int, ...] | None, str]:
-    """Any supported image as the pixels it holds, and a name for messages.
-
-    Returns ``(pixels, channels, name)``: uint8 (H, W, C) pixels and the channels that are R, G, B
-    (paths, numpy arrays, uint8 tensors; for ``prepare_test_input``), or, for float tensors,
-    float32 (3, H, W) RGB in [0, 1] and ``channels=None``.
-    """
-    if isinstance(image, (str, Path)):
-        return load_image(image), COLOR_ORDERS["rgb"], str(image)
-    if isinstance(image, np.ndarray):
-        name = f"<array {index}>"
-        if image.dtype != np.uint8:
-            raise DataError(
-                f"{name}: numpy images must be uint8 (H, W, 3) as cv2.imread gives, "
-                f"got {image.dtype}; for float data pass a torch tensor (3, H, W) in [0, 1]"
-            )
-        grey = image.ndim == 2
-        # the shape the checks (and the message) see: grey is read as three equal channels
-        shape = (*image.shape, 3) if grey else image.shape
-        if len(shape) != 3 or shape[2] not in (3, 4) or 0 in shape:
-            raise DataError(f"{name}: expected an (H, W, 3) array, got shape {shape}")
-        if grey:
-            return image[:, :, None], _GREY, name
-        return image, COLOR_ORDERS[color], name  # channels 0-2 only: an alpha channel is dropped
-    if isinstance(image, torch.Tensor):
-        name = f"<tensor {index}>"
-        if image.dim() != 3 or image.shape[0] != 3 or 0 in image.shape:
-            raise DataError(
-                f"{name}: expected a (3, H, W) RGB tensor, got shape {tuple(image.shape)}"
-            )
-        t = image.detach().cpu()
-        if t.dtype == torch.uint8:
-            return t.permute(1, 2, 0).numpy(), COLOR_ORDERS["rgb"], name
-        return np.ascontiguousarray(t.float().numpy()), None, name
-    raise DataError(
-        f"image {index}: unsupported type {type(image).__name__}; give a path, a numpy "
-        "uint8 (H, W, 3) array or a torch (3, H, W) tensor"
-    )
 
 
 # ---------------------------------------------------------------- loading

@@ -17,7 +17,7 @@ import torch
 from ..model.heads.darknet_head import nms_settings
 from ..model.heads.darknet_nms import apply_nms, diounms_sort, do_nms_obj, do_nms_sort
 from ..model.heads.detections import (
-    Detection,
+    DarknetDetection,
     DetectionRow,
     Detections,
     correct_yolo_boxes,
@@ -29,7 +29,7 @@ from ..model.network import Network
 Size = tuple[int, int]
 
 __all__ = [
-    "Detection",
+    "DarknetDetection",
     "DetectionRow",
     "Detections",
     "apply_nms",

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 Size = tuple[int, int]
 
 __all__ = [
-    "Detection",
+    "DarknetDetection",
     "DetectionRow",
     "Detections",
     "correct_yolo_boxes",
@@ -47,8 +47,9 @@ class DetectionRow(NamedTuple):
 
 
 @dataclass(frozen=True, eq=False)
-class Detection:
-    """One darknet ``detection``: box (x, y, w, h), objectness and the per-class prob vector."""
+class DarknetDetection:
+    """One entry of a :class:`Detections` array (darknet's ``detection`` struct): box (x, y, w,
+    h), objectness and the per-class prob vector."""
 
     bbox: tuple[float, float, float, float]
     objectness: float
@@ -80,16 +81,16 @@ class Detections:
     def __len__(self) -> int:
         return len(self.objectness)
 
-    def __getitem__(self, i: int) -> Detection:
+    def __getitem__(self, i: int) -> DarknetDetection:
         uc = None if self.uncertainty is None else tuple(float(v) for v in self.uncertainty[i])
-        return Detection(
+        return DarknetDetection(
             tuple(float(v) for v in self.boxes[i]),  # type: ignore[arg-type]
             float(self.objectness[i]),
             self.probs[i],
             uc,
         )  # type: ignore[arg-type]
 
-    def __iter__(self) -> Iterator[Detection]:
+    def __iter__(self) -> Iterator[DarknetDetection]:
         return (self[i] for i in range(len(self)))
 
     @property
