@@ -35,7 +35,6 @@ from ..data.augment import AugmentConfig
 from ..data.datafile import DataConfig, read_image_list, read_names
 from ..data.loader import build_train_loader
 from ..errors import DataError, TrainingError, UsageError, WeightsError
-from ..evaluation import evaluate
 from ..model.heads import compute_loss
 from ..model.layers.conv import BN_MOMENTUM_BY_BUILD, set_bn_momentum
 from ..model.netconfig import NetConfig
@@ -54,6 +53,7 @@ from .checkpoint import (
     load_state,
     save_checkpoint,
 )
+from .map_eval import network_map
 from .multiscale import ResizePlan, map_interval, random_coef, random_size
 from .optim import DarknetEMA, DarknetOptimizer, frozen_layers, inference_layers
 from .recipe_loop import is_recipe_cfg, train_recipe
@@ -461,23 +461,16 @@ def _loop(run: _Run, *, map: bool, thresh: float, iou_thresh: float, chart: bool
 
 
 def _evaluate_map(run: _Run, thresh: float, iou_thresh: float) -> float:
-    """``validate_detector_map`` (points 0) on the current weights, rank 0; keeps ``_best``."""
+    """``validate_detector_map`` (points 0) on the network in memory, rank 0; keeps ``_best``."""
     D.average_buffers(run.net, run.ctx)
     value = -1.0
     if run.ctx.is_main:
-        tmp = run.backup / f".{run.base}_map.weights"
-        write_weights(tmp, run.net, WeightsHeader(0, 2, 5, run.loop.iteration * run.c.batch))
-        try:
-            metrics = evaluate(run.cfg_path, run.data_path, tmp, thresh=thresh,
-                               iou_thresh=iou_thresh, points=0, device=str(run.ctx.device),
-                               coco=False)  # fmt: skip
-            value = float(metrics.map50)
-            run.say(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f}")
-            if value >= run.loop.best_map:
-                run.loop.best_map = value
-                best = checkpoint_path(run.backup, run.base, "best")
-                os.replace(tmp, best)
-                run.say(f"New best mAP! saved {best}")
-        finally:
-            tmp.unlink(missing_ok=True)
+        value = network_map(run.net, run.data_path, thresh=thresh, iou_thresh=iou_thresh,
+                            device=run.ctx.device)
+        run.say(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f}")
+        if value >= run.loop.best_map:
+            run.loop.best_map = value
+            best = checkpoint_path(run.backup, run.base, "best")
+            write_weights(best, run.net, WeightsHeader(0, 2, 5, run.loop.iteration * run.c.batch))
+            run.say(f"New best mAP! saved {best}")
     return D.broadcast_float(value, run.ctx)
