@@ -16,7 +16,6 @@ weights (what ultralytics and YOLOX save and validate), ``_last`` the raw weight
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import time
 from contextlib import nullcontext
@@ -30,7 +29,6 @@ import torch
 from ..data.datafile import DataConfig, read_image_list, read_names
 from ..data.modern import ModernAugment
 from ..errors import DataError, TrainingError, UsageError
-from ..evaluation import evaluate
 from ..model.cfg import Options, read_cfg
 from ..model.netconfig import NetConfig
 from ..model.network import Network
@@ -46,6 +44,7 @@ from .checkpoint import (
     load_state,
     save_checkpoint,
 )
+from .map_eval import network_map
 from .recipe_data import RecipeBatches
 from .recipe_init import init_from_scratch, set_recipe_bn_momentum
 from .recipes import (
@@ -202,22 +201,16 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
         return path
 
     def evaluate_map() -> float:
-        tmp = backup_dir / f".{base}_map.weights"
-        save_ema = extra.ema.swapped() if extra.ema is not None else nullcontext()
-        with save_ema:
-            write_weights(tmp, net, WeightsHeader(0, 2, 5, loop.iteration * c.batch))
-        try:
+        """mAP of the EMA weights, in memory (:func:`.map_eval.network_map`); keeps ``_best``."""
+        with extra.ema.swapped() if extra.ema is not None else nullcontext():
             t0 = time.time()
-            metrics = evaluate(cfg, data, tmp, thresh=thresh, iou_thresh=iou_thresh, points=0,
-                               device=device, coco=False)  # fmt: skip
-            value = float(metrics.map50)
+            value = network_map(net, data, thresh=thresh, iou_thresh=iou_thresh, device=device)
             print(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f} "
                   f"(EMA weights, {time.time() - t0:.1f} s)", flush=True)  # fmt: skip
             if value >= loop.best_map:
                 loop.best_map = value
-                os.replace(tmp, checkpoint_path(backup_dir, base, "best"))
-        finally:
-            tmp.unlink(missing_ok=True)
+                write_weights(checkpoint_path(backup_dir, base, "best"), net,
+                              WeightsHeader(0, 2, 5, loop.iteration * c.batch))  # fmt: skip
         return value
 
     def draw() -> None:
