@@ -3,7 +3,7 @@
 Usage::
 
     python3 bench/bench_train_modern.py [--sizes 224 640] [--batch 16] [--threads 2] [--rounds 2]
-                                        [--warmup 3] [--iterations 8] [--only trainer|step] [--omp-passive]
+        [--warmup 3] [--iterations 8] [--only trainer|step] [--omp-passive]
 
 Two kinds of row per size, for each framework:
 
@@ -11,10 +11,10 @@ Two kinds of row per size, for each framework:
   data loading included as each does it: darknetpy's ``darknetpy.training.train`` on
   ``cfg/yolov8n-raccoon.cfg`` (width/height set to the size, in a temporary copy); ultralytics'
   ``YOLO('yolov8n.yaml').train(...)`` (``workers=0``, which its trainer forces on the CPU anyway,
-  ``amp=False``, ``val=False``, ``plots=False``, its other defaults: no image cache). An iteration's time
-  is the interval between two consecutive iteration ends (darknetpy: its per-iteration log line;
-  ultralytics: the ``on_train_batch_end`` callback); intervals that span an ultralytics epoch end
-  (checkpoint saving, scheduler) are left out. Both run ``epochs=E`` with the same E and no
+  ``amp=False``, ``val=False``, ``plots=False``, its other defaults: no image cache). An
+  iteration's time is the interval between two consecutive iteration ends (darknetpy: its
+  per-iteration log line; ultralytics: the ``on_train_batch_end`` callback); intervals that span
+  an ultralytics epoch end (checkpoint saving, scheduler) are left out. Both run ``epochs=E`` with the same E and no
   ``close_mosaic`` so their warm-up (accumulation 1 -> 4) and mosaic are alike; AdamW for both (what
   ``optimizer=auto`` picks for this run length).
 * ``model step``: the same random batch (uint8 noise, 3 boxes an image) through each framework's
@@ -22,9 +22,10 @@ Two kinds of row per size, for each framework:
   optimizer step every iteration, no data loading. The difference between the rows is data + loop.
 
 Each framework runs in its own process (ultralytics with ``$ULTRALYTICS_PYTHON`` or
-``~/venv-ultralytics/bin/python``; its column is skipped with a note when neither exists), both with
-``OMP_NUM_THREADS`` and ``torch.set_num_threads`` = ``--threads`` (ultralytics' ``select_device`` sets
-``min(8, cores - 1)`` threads, 1 on a 2-core machine; the bench sets it back in ``on_train_start``).
+``~/venv-ultralytics/bin/python``; its column is skipped with a note when neither exists), both
+with ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` = ``--threads`` (ultralytics'
+``select_device`` sets ``min(8, cores - 1)`` threads, 1 on a 2-core machine; the bench sets it
+back in ``on_train_start``).
 Rounds alternate the frameworks (A B A B ...) so a change in machine load hits both alike; the
 table gives the median over every timed iteration of every round, after ``--warmup`` untimed ones
 per process.
@@ -42,6 +43,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import cpu_model, passive_omp, table  # bench/common.py (this script's folder)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -170,13 +173,13 @@ def worker_ultralytics_trainer(a: argparse.Namespace) -> dict:
     try:
         model.train(data=a.data, epochs=a.epochs, imgsz=a.size, batch=a.batch, device="cpu",
                     workers=0, amp=False, plots=False, val=False, pretrained=False, close_mosaic=0,
-                    optimizer="auto", seed=0, project=a.tmp, name=f"ul-{os.getpid()}", exist_ok=True,
-                    verbose=False)
+                    optimizer="auto", seed=0, project=a.tmp, name=f"ul-{os.getpid()}",
+                    exist_ok=True, verbose=False)
     except Enough:
         pass
     pairs = [(e0, e1) for e0, e1 in zip(ends, ends[1:]) if e0[0] == e1[0]][a.warmup:]
-    return {"seconds": [e1[1] - e0[1] for e0, e1 in pairs], "cpu": [e1[2] - e0[2] for e0, e1 in pairs],
-            "threads": seen["threads"]}
+    return {"seconds": [e1[1] - e0[1] for e0, e1 in pairs],
+            "cpu": [e1[2] - e0[2] for e0, e1 in pairs], "threads": seen["threads"]}
 
 
 def worker_darknetpy_step(a: argparse.Namespace) -> dict:
@@ -281,13 +284,18 @@ def run_worker(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- the parent
-def launch(python: str, framework: str, kind: str, opts: list[str], threads: int) -> dict:
+Samples = dict[tuple[int, str, str], dict[str, list[float]]]  # (size, kind, framework) -> times
+
+
+def launch(python: str, framework: str, kind: str, opts: list[str], threads: int,
+           cwd: Path) -> dict:
+    """One worker process; its result line (wall and CPU seconds per timed iteration, ...)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONPATH=str(REPO), YOLO_VERBOSE="False")
     cmd = [python, str(Path(__file__).resolve()), "--worker", f"{framework}:{kind}", *opts]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=opts[opts.index("--tmp") + 1])
-    lines = [l for l in done.stdout.splitlines() if l.startswith(RESULT)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode or not lines:
         tail = (done.stdout + done.stderr)[-3000:]
         raise SystemExit(f"{framework} {kind} failed (exit {done.returncode}):\n{tail}")
@@ -296,20 +304,69 @@ def launch(python: str, framework: str, kind: str, opts: list[str], threads: int
     return result
 
 
+def measure(a: argparse.Namespace, frameworks: list[tuple[str, str]]) -> Samples:
+    """Every (size, kind) row: ``--rounds`` rounds, each one process per framework in turn."""
+    kinds = [k for k in ("trainer", "step") if a.only in (None, k)]
+    needed = a.warmup + a.iterations + 1
+    epochs = max(2, math.ceil((needed + math.ceil(needed / EPOCH_ITERS)) / EPOCH_ITERS))
+    samples: Samples = {}
+    with tempfile.TemporaryDirectory(prefix="bench-train-modern-") as tmp_name:
+        tmp = Path(tmp_name)
+        data = raccoon_yaml(tmp)
+        for size in a.sizes:
+            opts = ["--cfg", str(sized_cfg(tmp, size, a.batch, epochs)), "--data", str(data),
+                    "--tmp", str(tmp), "--batch-file", str(random_batch(tmp, size, a.batch)),
+                    "--size", str(size), "--batch", str(a.batch), "--epochs", str(epochs),
+                    "--threads", str(a.threads), "--warmup", str(a.warmup),
+                    "--iterations", str(a.iterations)]
+            for kind in kinds:
+                for rnd in range(a.rounds):
+                    for framework, python in frameworks:
+                        r = launch(python, framework, kind, opts, a.threads, tmp)
+                        got = samples.setdefault((size, kind, framework),
+                                                 {"seconds": [], "cpu": []})
+                        got["seconds"] += r["seconds"]
+                        got["cpu"] += r["cpu"]
+                        extra = f", {r['optimizer']}" if "optimizer" in r else ""
+                        print(f"  {size} {kind:7} {framework:11} round {rnd + 1}: median "
+                              f"{_median(r['seconds']):.3f} s/it (cpu {_median(r['cpu']):.3f}) "
+                              f"over {len(r['seconds'])}, {r['threads']} threads, load "
+                              f"{r['load']:.2f}, process {r['wall']:.0f} s{extra}", flush=True)
+    return samples
+
+
+def report(samples: Samples, batch: int) -> str:
+    rows = []
+    for (size, kind, framework), got in samples.items():
+        secs, med, cpu = got["seconds"], _median(got["seconds"]), _median(got["cpu"])
+        ref = samples.get((size, kind, "ultralytics"))
+        ratio = f"{_median(ref['seconds']) / med:.2f}x" if ref else "-"
+        cpu_ratio = f"{_median(ref['cpu']) / cpu:.2f}x" if ref else "-"
+        what = "trainer" if kind == "trainer" else "model step"
+        rows.append(["yolov8n", size, batch, framework, what, f"{med:.3f}", f"{min(secs):.3f}",
+                     f"{batch / med:.1f}", ratio, f"{cpu:.3f}", cpu_ratio, len(secs)])
+    return "\n".join([
+        table(["model", "size", "batch", "framework", "what", "s/iteration", "best s", "images/s",
+               "ratio", "cpu s/it", "cpu ratio", "n"], rows),
+        "ratio: ultralytics' median s/iteration / this row's (above 1: faster than ultralytics);",
+        "cpu s/it: CPU seconds of the process per iteration, all threads (less sensitive to other",
+        "jobs than the wall time when --omp-passive keeps idle OpenMP threads from spinning)"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 640])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="A B rounds (each a fresh process per framework)")
+    p.add_argument("--rounds", type=int, default=2, help="A B rounds (a process per framework)")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations per process")
     p.add_argument("--iterations", type=int, default=8, help="timed iterations per process")
     p.add_argument("--only", choices=["trainer", "step"], help="one kind of row")
     p.add_argument("--frameworks", nargs="+", choices=["darknetpy", "ultralytics"],
                    default=["darknetpy", "ultralytics"])
-    p.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE (busy machine)")
-    # worker-side arguments (the parent passes them)
-    for name in ("--worker", "--cfg", "--data", "--tmp", "--batch-file"):
+    p.add_argument("--omp-passive", action="store_true",
+                   help="OMP_WAIT_POLICY=PASSIVE (a busy machine)")
+    for name in ("--worker", "--cfg", "--data", "--tmp", "--batch-file"):  # the parent passes these
         p.add_argument(name, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
@@ -317,71 +374,29 @@ def main() -> None:
     if a.worker:
         return run_worker(a)
 
-    sys.path.insert(0, str(BENCH))
-    from common import cpu_model, passive_omp, table
-
     passive_omp(sys.argv)
     import torch
 
     ul = ultralytics_python()
-    header = [f"machine: {cpu_model()}, {os.cpu_count()} cores; load average before "
-              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}",
-              f"torch {torch.__version__}; threads {a.threads} in both (OMP_NUM_THREADS and "
-              f"torch.set_num_threads); OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
-              f"yolov8n, batch {a.batch}; {a.rounds} rounds (A B per round), {a.warmup} warm-up + "
-              f"{a.iterations} timed iterations per process"]
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average before {load}\n"
+          f"torch {torch.__version__}; {a.threads} threads in both (OMP_NUM_THREADS and "
+          f"torch.set_num_threads); OMP_WAIT_POLICY={policy}\n"
+          f"yolov8n, batch {a.batch}; {a.rounds} rounds (A B per round), {a.warmup} warm-up + "
+          f"{a.iterations} timed iterations per process", flush=True)
     if ul is None:
-        header.append("ultralytics: skipped (no ~/venv-ultralytics/bin/python and ULTRALYTICS_PYTHON unset)")
+        print("ultralytics: skipped (no ~/venv-ultralytics/bin/python, ULTRALYTICS_PYTHON unset)")
     else:
-        version = subprocess.run([str(ul), "-c", "import ultralytics; print(ultralytics.__version__)"],
-                                 capture_output=True, text=True).stdout.strip()
-        header.append(f"ultralytics {version or '?'} ({ul})")
-    print("\n".join(header), flush=True)
-
+        code = "import ultralytics; print(ultralytics.__version__)"
+        version = subprocess.run([str(ul), "-c", code], capture_output=True, text=True).stdout
+        print(f"ultralytics {version.strip() or '?'} ({ul})", flush=True)
     frameworks = [(name, python) for name, python in
                   (("darknetpy", sys.executable), ("ultralytics", str(ul) if ul else None))
                   if python and name in a.frameworks]
-    kinds = [k for k in ("trainer", "step") if a.only in (None, k)]
-    needed = a.warmup + a.iterations + 1
-    epochs = max(2, math.ceil((needed + math.ceil(needed / EPOCH_ITERS)) / EPOCH_ITERS))
-    samples: dict[tuple[int, str, str], dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-train-modern-") as tmp_name:
-        tmp = Path(tmp_name)
-        data = raccoon_yaml(tmp)
-        for size in a.sizes:
-            cfg = sized_cfg(tmp, size, a.batch, epochs)
-            batch_file = random_batch(tmp, size, a.batch)
-            opts = ["--cfg", str(cfg), "--data", str(data), "--tmp", str(tmp), "--batch-file",
-                    str(batch_file), "--size", str(size), "--batch", str(a.batch), "--epochs",
-                    str(epochs), "--threads", str(a.threads), "--warmup", str(a.warmup),
-                    "--iterations", str(a.iterations)]
-            for kind in kinds:
-                for rnd in range(a.rounds):
-                    for framework, python in frameworks:
-                        r = launch(python, framework, kind, opts, a.threads)
-                        got = samples.setdefault((size, kind, framework), {"seconds": [], "cpu": []})
-                        got["seconds"] += r["seconds"]
-                        got["cpu"] += r["cpu"]
-                        print(f"  {size} {kind:7} {framework:11} round {rnd + 1}: median "
-                              f"{_median(r['seconds']):.3f} s/it (cpu {_median(r['cpu']):.3f}) over "
-                              f"{len(r['seconds'])}, {r['threads']} threads, load {r['load']:.2f}, "
-                              f"process {r['wall']:.0f} s" + (f", {r['optimizer']}" if "optimizer" in r else ""),
-                              flush=True)
-    rows = []
-    for (size, kind, framework), got in samples.items():
-        secs, med = got["seconds"], _median(got["seconds"])
-        ref = samples.get((size, kind, "ultralytics"))
-        ratio = f"{_median(ref['seconds']) / med:.2f}x" if ref else "-"
-        cpu_ratio = f"{_median(ref['cpu']) / _median(got['cpu']):.2f}x" if ref else "-"
-        rows.append(["yolov8n", size, a.batch, framework, "trainer" if kind == "trainer" else "model step",
-                     f"{med:.3f}", f"{min(secs):.3f}", f"{a.batch / med:.1f}", ratio,
-                     f"{_median(got['cpu']):.3f}", cpu_ratio, len(secs)])
+    samples = measure(a, frameworks)
     print()
-    print(table(["model", "size", "batch", "framework", "what", "s/iteration", "best s", "images/s",
-                 "ratio", "cpu s/it", "cpu ratio", "n"], rows))
-    print("ratio: ultralytics' median s/iteration / this row's (above 1: faster than ultralytics); "
-          "cpu s/it: process CPU seconds per iteration, all threads (less sensitive to other jobs "
-          "with --omp-passive)")
+    print(report(samples, a.batch))
     print(f"load average after {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
