@@ -60,3 +60,20 @@ def test_darknet_loop_map_equals_map_of_saved_weights(tmp_path: Path) -> None:
     assert loop_map == evaluate(run.cfg, run.data, result.weights, coco=False).map50
     assert loop_map > 0.5
     assert torch.is_grad_enabled()
+
+
+def test_recipe_loop_map_equals_map_of_saved_ema_weights(tmp_path: Path) -> None:
+    """The recipe loop evaluates its EMA weights in memory: its mAP is ``darknetpy map`` on the
+    ``_best`` weights it writes (the EMA ones)."""
+    run, weights = _raccoon_run(tmp_path, max_batches=4, learning_rate=1e-9)
+    keys = "recipe=yolov8\nepochs=1\noptimizer=sgd\n"  # SGD at 1e-9: the trained weights stay
+    text = run.cfg.read_text().replace("[net]\n", "[net]\n" + keys, 1)
+    run.cfg.write_text(text)
+    result = train(run.cfg, run.data, weights, map=True, clear=True, seed=0, map_epochs=1,
+                   chart=False)
+    assert [i for i, _ in result.maps] == [4]
+    loop_map = result.maps[0][1]
+    best = result.backup / "raccoon_best.weights"
+    assert not list(result.backup.glob(".*_map.weights"))
+    assert loop_map == evaluate(run.cfg, run.data, best, coco=False).map50
+    assert loop_map > 0.2
