@@ -159,6 +159,8 @@ def test_golden_loss_through_compute_loss(golden_head) -> None:
     assert abs(terms.total.item() - g["loss"].sum()) / g["loss"].sum() < 1e-4
     items = np.array(terms.stats[3].items)
     assert np.abs(items - g["loss_items"]).max() / np.abs(g["loss_items"]).min() < 1e-4
+    costs = np.array(terms.costs[3])  # the contract: costs[head] = (box, cls, dfl)
+    assert np.abs(costs - g["loss_items"]).max() / np.abs(g["loss_items"]).min() < 1e-4
     terms.total.backward()
     grad = torch.cat([t.grad.flatten(2) for t in levels], 2).numpy()
     assert np.abs(grad[:, 64:] - g["grad_scores"]).max() < 1e-4 * np.abs(g["grad_scores"]).max()
