@@ -136,38 +136,70 @@ class _State:
             self.ema.load_state_dict(state["ema"])
 
 
-def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = False,
-                 clear: bool = False, device: str = "cpu", seed: int | None = None,
-                 max_batches: int | None = None, backup: str | Path | None = None,
-                 map_epochs: int = 4, thresh: float = 0.25, iou_thresh: float = 0.5,
-                 strict: bool = False, cache: bool | None = None,
-                 chart: bool = True) -> TrainResult:
-    """Train a ``recipe=yolov8|yolox`` cfg (see the module docstring)."""
-    dev = torch.device(device)
+@dataclass
+class _Run:
+    """Everything a recipe run holds (built by :func:`_setup`)."""
+
+    cfg: Path
+    data: Path
+    net: Network
+    c: NetConfig
+    r: RecipeOptions
+    plan: RecipePlan
+    loop: LoopState
+    optimizer: torch.optim.Optimizer
+    extra: _State
+    schedule: RecipeSchedule
+    batches: RecipeBatches
+    backup: Path
+    base: str
+    device: torch.device
+
+    def header(self) -> WeightsHeader:
+        return WeightsHeader(0, 2, 5, self.loop.iteration * self.c.batch)  # save_weights: 0.2.5
+
+    def save(self, tag: str | int, *, use_ema: bool = False) -> Path:
+        """``_<tag>.weights``: the EMA weights (``use_ema``), else the raw ones with the state."""
+        path = checkpoint_path(self.backup, self.base, tag)
+        if use_ema and self.extra.ema is not None:
+            with self.extra.ema.swapped():
+                save_checkpoint(path, self.net, self.header())
+        else:
+            save_checkpoint(path, self.net, self.header(), loop=self.loop,
+                            optimizer=self.optimizer, ema=self.extra)  # fmt: skip
+        return path
+
+
+def _setup(cfg: Path, data: Path, weights: Path | None, *, map: bool, clear: bool, device: str,
+           seed: int | None, max_batches: int | None, backup: str | Path | None, strict: bool,
+           cache: bool | None) -> _Run:
+    """Network (recipe init, then the weights file), plan, optimizer, EMA, schedule, batches."""
     init_seed = seed if seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(init_seed)
     net = Network.from_cfg(cfg, strict=strict)
     c, r = net.net, net.net.recipe
     if not net.heads:
         raise UsageError(f"{cfg}: no detection head; darknetpy train trains detectors")
-    head = net.layers[net.heads[-1]]
-    classes = int(getattr(head, "classes", 0) or getattr(getattr(head, "options", None), "classes", 0))
+    classes = int(net.layers[net.heads[-1]].classes)
     dc = DataConfig.from_file(data, strict=strict)
-    backup_dir = Path(backup if backup is not None else dc.backup if "backup" in dc.lines else "backup")
+    backup_dir = Path(backup if backup is not None else
+                      dc.backup if "backup" in dc.lines else "backup")  # fmt: skip
     check_writable(backup_dir)
-    images = read_image_list(dc.train or Path("data/train.txt"), base=data.parent, where=dc.where("train"))
+    images = read_image_list(dc.train or Path("data/train.txt"), base=data.parent,
+                             where=dc.where("train"))  # fmt: skip
     if map and dc.names is not None and len(read_names(dc.names)) != classes:
         raise DataError(f"{dc.names}: {len(read_names(dc.names))} names, but {cfg}'s head has "
                         f"classes={classes}; make them agree")  # fmt: skip
     plan = plan_recipe(c, r, len(images), classes, max_batches)
     c = net.net = replace(c, max_batches=plan.max_batches)
 
-    init_from_scratch(net, r)
+    init_from_scratch(net, r)  # before the weights file, so what it holds wins
     header, state = WeightsHeader(), None
     if weights is not None:
         header = read_weights(weights, net, partial=True)
         state = None if clear else load_state(weights, header)
     set_recipe_bn_momentum(net, r.bn_momentum)
+    dev = torch.device(device)
     net.to(dev)
     loop = state["loop"] if state else LoopState()
     if state is None:
@@ -181,108 +213,123 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
         extra.load_state_dict(state["ema"] or {})
     schedule = RecipeSchedule(r, plan.lr0, plan.momentum, plan.warmup_bias_lr, plan.epoch_iters,
                               plan.epochs, plan.accumulate)  # fmt: skip
-    batches_src = RecipeBatches(images, classes, _augment(c, r, plan), c.batch, loop.seed,
-                                (c.width, c.height), cache=len(images) <= 2000 if cache is None else cache)
-    base = basecfg(cfg)
-    every_map = max(1, map_epochs) * plan.epoch_iters  # per epochs, as ultralytics validates
-    print(f"{base}: recipe {r.recipe}, {len(images)} training images, batch {c.batch} = "
+    batches = RecipeBatches(images, classes, _augment(c, r, plan), c.batch, loop.seed,
+                            (c.width, c.height),
+                            cache=len(images) <= 2000 if cache is None else cache)  # fmt: skip
+    run = _Run(cfg, data, net, c, r, plan, loop, optimizer, extra, schedule, batches, backup_dir,
+               basecfg(cfg), dev)  # fmt: skip
+    print(f"{run.base}: recipe {r.recipe}, {len(images)} training images, batch {c.batch} = "
           f"{c.subdivisions} x {c.mini_batch}; {plan.describe()}; seed {loop.seed}; iteration "
           f"{loop.iteration}; checkpoints in {backup_dir}", flush=True)  # fmt: skip
+    return run
 
-    def save(tag: str | int, with_state: bool = True, use_ema: bool = False) -> Path:
-        path = checkpoint_path(backup_dir, base, tag)
-        header = WeightsHeader(0, 2, 5, loop.iteration * c.batch)
-        if use_ema and extra.ema is not None:
-            with extra.ema.swapped():
-                save_checkpoint(path, net, header)
-        else:
-            save_checkpoint(path, net, header, loop=loop if with_state else None,
-                            optimizer=optimizer, ema=extra)  # fmt: skip
-        return path
 
-    def evaluate_map() -> float:
-        """mAP of the EMA weights, in memory (:func:`.map_eval.network_map`); keeps ``_best``."""
-        with extra.ema.swapped() if extra.ema is not None else nullcontext():
-            t0 = time.time()
-            value = network_map(net, data, thresh=thresh, iou_thresh=iou_thresh, device=device)
-            print(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f} "
-                  f"(EMA weights, {time.time() - t0:.1f} s)", flush=True)  # fmt: skip
-            if value >= loop.best_map:
-                loop.best_map = value
-                write_weights(checkpoint_path(backup_dir, base, "best"), net,
-                              WeightsHeader(0, 2, 5, loop.iteration * c.batch))  # fmt: skip
-        return value
+def _iteration(run: _Run, images: torch.Tensor, truth: torch.Tensor) -> tuple[float, str]:
+    """One iteration ``ni``: schedule, forward/backward, and (every ``accumulate``) clip, step, EMA.
+    Returns the printed loss and the rest of the printed line."""
+    ni, r, extra = run.loop.iteration, run.r, run.extra
+    if ni + 1 == run.plan.close_mosaic_iteration:
+        _set_l1(run.net, True)
+        print(f" iteration {ni + 1}: mosaic off" + (", L1 on" if r.recipe == "yolox" else ""))
+    s = run.schedule.at(ni)
+    run.schedule.apply(run.optimizer, s)
+    run.net.train()
+    loss, items = _forward_backward(run.net, images, truth, run.c, run.device)
+    if not math.isfinite(loss):
+        raise TrainingError(f"iteration {ni + 1}: the loss is {loss}; training stopped (the last "
+                            "checkpoint was kept); lower learning_rate or check the labels")
+    stepped = ni - extra.last_opt_step >= s.accumulate  # ultralytics' accumulation test
+    if stepped:
+        if r.clip_grad:
+            torch.nn.utils.clip_grad_norm_(run.net.parameters(), max_norm=r.clip_grad)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        if extra.ema is not None:
+            extra.ema.update()
+        extra.last_opt_step = ni
+    terms = " ".join(f"{v:.4f}" for v in items)
+    return loss, f"{s.lrs[0]:f} rate; ({terms})" + (" step" if stepped else "")
+
+
+def _evaluate(run: _Run, thresh: float, iou_thresh: float) -> float:
+    """mAP of the EMA weights, in memory (:func:`.map_eval.network_map`); keeps ``_best``."""
+    loop = run.loop
+    with run.extra.ema.swapped() if run.extra.ema is not None else nullcontext():
+        t0 = time.time()
+        value = network_map(run.net, run.data, thresh=thresh, iou_thresh=iou_thresh,
+                            device=run.device)  # fmt: skip
+        print(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f} "
+              f"(EMA weights, {time.time() - t0:.1f} s)", flush=True)  # fmt: skip
+        if value >= loop.best_map:
+            loop.best_map = value
+            write_weights(checkpoint_path(run.backup, run.base, "best"), run.net, run.header())
+    return value
+
+
+def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = False,
+                 clear: bool = False, device: str = "cpu", seed: int | None = None,
+                 max_batches: int | None = None, backup: str | Path | None = None,
+                 map_epochs: int = 4, thresh: float = 0.25, iou_thresh: float = 0.5,
+                 strict: bool = False, cache: bool | None = None,
+                 chart: bool = True) -> TrainResult:
+    """Train a ``recipe=yolov8|yolox`` cfg (see the module docstring)."""
+    run = _setup(cfg, data, weights, map=map, clear=clear, device=device, seed=seed,
+                 max_batches=max_batches, backup=backup, strict=strict, cache=cache)
+    loop, c = run.loop, run.c
+    every_map = max(1, map_epochs) * run.plan.epoch_iters  # per epochs, as ultralytics validates
 
     def draw() -> None:
         if chart:
-            draw_chart([backup_dir / "chart.png", backup_dir / f"chart_{base}.png"], loop.losses,
-                       loop.maps, max_batches=c.max_batches, max_chart_loss=c.max_chart_loss,
-                       title=f"{base}: iteration {loop.iteration}, avg loss {loop.avg_loss:.3f}")
+            draw_chart([run.backup / "chart.png", run.backup / f"chart_{run.base}.png"],
+                       loop.losses, loop.maps, max_batches=c.max_batches,
+                       max_chart_loss=c.max_chart_loss,
+                       title=f"{run.base}: iteration {loop.iteration}, avg loss "
+                             f"{loop.avg_loss:.3f}")  # fmt: skip
 
     started, interrupted, last_saved = time.time(), False, None
-    _set_l1(net, 0 < plan.close_mosaic_iteration <= loop.iteration + 1)
-    batches = batches_src.iterate(loop.iteration + 1)
-    params = [p for p in net.parameters() if p.requires_grad]
+    _set_l1(run.net, 0 < run.plan.close_mosaic_iteration <= loop.iteration + 1)
+    batches = run.batches.iterate(loop.iteration + 1)
     try:
         with StopRequest() as stop:
             while loop.iteration < c.max_batches:
                 t0 = time.time()
                 batch = next(batches)
                 t1 = time.time()
-                ni = loop.iteration
-                if ni + 1 == plan.close_mosaic_iteration:
-                    _set_l1(net, True)
-                    print(f" iteration {ni + 1}: mosaic off" + (", L1 on" if r.recipe == "yolox" else ""))
-                s = schedule.at(ni)
-                schedule.apply(optimizer, s)
-                net.train()
-                loss, items = _forward_backward(net, batch.images, batch.truth, c, dev)
-                if not math.isfinite(loss):
-                    raise TrainingError(f"iteration {ni + 1}: the loss is {loss}; training stopped")
-                stepped = ni - extra.last_opt_step >= s.accumulate
-                if stepped:
-                    if r.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(params, max_norm=r.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if extra.ema is not None:
-                        extra.ema.update()
-                    extra.last_opt_step = ni
+                loss, rest = _iteration(run, batch.images, batch.truth)
                 loop.iteration += 1
                 loop.avg_loss = loss if loop.avg_loss < 0 else loop.avg_loss * 0.9 + loss * 0.1
                 loop.losses.append((loop.iteration, loop.avg_loss))
-                spent = time.time() - t1
-                print(f" {loop.iteration}: {loss:f}, {loop.avg_loss:f} avg loss, {s.lrs[0]:f} rate, "
-                      f"{spent:f} seconds, {loop.iteration * c.batch} images, "
-                      f"({' '.join(f'{v:.4f}' for v in items)}), data {t1 - t0:.3f} s"
-                      + (" step" if stepped else ""), flush=True)  # fmt: skip
+                print(f" {loop.iteration}: {loss:f}, {loop.avg_loss:f} avg loss, {rest}, "
+                      f"{time.time() - t1:f} seconds (data {t1 - t0:.3f}), "
+                      f"{loop.iteration * c.batch} images", flush=True)  # fmt: skip
                 if loop.iteration % every_map == 0 and loop.iteration < c.max_batches:
-                    save(loop.iteration, use_ema=True)  # _<N>: EMA weights at each map point
+                    run.save(loop.iteration, use_ema=True)  # _<N>: EMA weights at each map point
                 if map and (loop.iteration % every_map == 0 or loop.iteration >= c.max_batches):
-                    loop.last_map = evaluate_map()
+                    loop.last_map = _evaluate(run, thresh, iou_thresh)
                     loop.maps.append((loop.iteration, loop.last_map))
                     draw()
                 if stop.signal is not None:
                     interrupted = True
-                    last_saved = save("last")
+                    last_saved = run.save("last")
                     print(f"stopped at iteration {loop.iteration}; resume with: darknetpy train "
                           f"{cfg} {data} {last_saved}")  # fmt: skip
                     break
             if not interrupted:
-                save("last")
-                last_saved = save("final", use_ema=True)
+                run.save("last")
+                last_saved = run.save("final", use_ema=True)
                 print(f"saved {last_saved} (EMA weights)", flush=True)
                 draw()
     finally:
         batches.close()
     seconds = time.time() - started
     done = loop.iteration
-    print(f"{done} iterations in {seconds:.1f} s ({seconds / max(done, 1):.3f} s/iteration)", flush=True)
+    print(f"{done} iterations in {seconds:.1f} s ({seconds / max(done, 1):.3f} s/iteration)",
+          flush=True)  # fmt: skip
     return TrainResult(
-        iteration=loop.iteration, weights=last_saved, backup=backup_dir,
+        iteration=loop.iteration, weights=last_saved, backup=run.backup,
         best_map=loop.best_map if loop.best_map >= 0 else None, losses=tuple(loop.losses),
         maps=tuple(loop.maps), interrupted=interrupted, seconds=seconds,
-        images_per_second=done * c.batch / seconds if seconds > 0 else 0.0, network=net,
+        images_per_second=done * c.batch / seconds if seconds > 0 else 0.0, network=run.net,
     )
 
 
