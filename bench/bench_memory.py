@@ -43,7 +43,8 @@ FLAT_MIB = 25.0  # growth after warm-up below this (or 2%) counts as flat
 def train_rss(size: int, batch: int, iterations: int, every: int) -> list[tuple[int, float, float]]:
     """(iteration, RSS MiB, seconds per iteration) every ``every`` iterations."""
     from darknetpy.training import distributed as D
-    from darknetpy.training.train import _prepare, _train_step, _update
+    from darknetpy.training.setup import prepare
+    from darknetpy.training.train import _train_step, _update
 
     text = (REPO / "cfg" / "yolov4-tiny-raccoon.cfg").read_text()
     for key, value in (("width", size), ("height", size), ("batch", batch), ("subdivisions", 1),
@@ -56,10 +57,10 @@ def train_rss(size: int, batch: int, iterations: int, every: int) -> list[tuple[
         ctx = D.setup("cpu")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run = _prepare(ctx, cfg, REPO / "data" / "raccoon" / "raccoon.data", None,
-                           clear=False, amp="off", workers=0, seed=0, max_batches=None,
-                           backup=Path(tmp) / "b", map_epochs=4, strict=False, progress=False,
-                           cache=True)
+            run = prepare(ctx, cfg, REPO / "data" / "raccoon" / "raccoon.data", None,
+                          clear=False, amp="off", workers=0, seed=0, max_batches=None,
+                          backup=Path(tmp) / "b", map_epochs=4, strict=False, progress=False,
+                          cache=True)
         run.say = lambda line: None
         batches = run.loader.iterate(1, size=run.plan)
         start = time.perf_counter()

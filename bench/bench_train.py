@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from darknetpy.training import distributed as D
-from darknetpy.training.train import _prepare, _train_step, _update
+from darknetpy.training.setup import prepare
+from darknetpy.training.train import _train_step, _update
 
 DARKNET_CPU = {256: 2.2}  # img/s, from Darknet's training log of the raccoon cfg
 
@@ -49,10 +50,10 @@ def bench(size: int, batch: int, iterations: int, device: str) -> tuple[float, f
         cfg.write_text(text)
         ctx = D.setup(device)
         with contextlib.redirect_stdout(io.StringIO()):
-            run = _prepare(ctx, cfg, REPO / "data" / "raccoon" / "raccoon.data", None,
-                           clear=False, amp="off", workers=0, seed=0, max_batches=None,
-                           backup=Path(tmp) / "b", map_epochs=4, strict=False, progress=False,
-                           cache=True)  # fmt: skip
+            run = prepare(ctx, cfg, REPO / "data" / "raccoon" / "raccoon.data", None,
+                          clear=False, amp="off", workers=0, seed=0, max_batches=None,
+                          backup=Path(tmp) / "b", map_epochs=4, strict=False, progress=False,
+                          cache=True)  # fmt: skip
         run.say = lambda line: None
         batches = run.loader.iterate(1, size=run.plan)
         wall = cpu = 0.0

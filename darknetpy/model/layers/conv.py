@@ -25,7 +25,6 @@ from .activation import Activation, ActivationPath, get_activation
 from .base import BuildContext, DarknetLayer, Shape
 from .common import (
     BN_EPS,
-    BN_MOMENTUM_BY_BUILD,  # noqa: F401 - also imported from here (training/train.py)
     allocate,
     batch_norm,
     blur_kernel,
@@ -37,7 +36,6 @@ from .common import (
     empty_module,
     get_c_int,
     require_image,
-    set_bn_momentum,  # noqa: F401 - also imported from here (training/train.py)
 )
 
 NO_SHARE = -1000000000  # parse_convolutional's "no share_index" sentinel
