@@ -105,7 +105,8 @@ class NetAugment(Protocol):
 
 class HeadAugment(Protocol):
     """What augmentation reads from a detection layer's options: ``YoloOptions``,
-    ``GaussianYoloOptions`` and ``RegionOptions`` (:mod:`darknetpy.model.heads.options`) all fit."""
+    ``GaussianYoloOptions`` (:mod:`darknetpy.model.heads.options`) and ``RegionOptions``
+    (:mod:`darknetpy.model.heads.region`) all fit."""
 
     @property
     def classes(self) -> int: ...

@@ -25,11 +25,8 @@ from darknetpy.data.dataset import augment_detection
 from darknetpy.data.pixels import augment_image, blur_image, gaussian_noise, hsv_shift
 from darknetpy.data.truth import blend_truth, correct_boxes, fill_truth_detection
 from darknetpy.errors import CfgError
-from darknetpy.model.heads.options import (
-    parse_gaussian_yolo_options,
-    parse_region_options,
-    parse_yolo_options,
-)
+from darknetpy.model.heads.options import parse_gaussian_yolo_options, parse_yolo_options
+from darknetpy.model.heads.region import parse_region_options
 from darknetpy.model.netconfig import NetConfig
 from tests.data.scenes import PALETTE, check_boxes_cover_colours, make_scene
 

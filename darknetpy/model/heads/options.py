@@ -1,12 +1,12 @@
-"""Options records of the detection heads and their parsing from the cfg.
+"""Options records of the ``[yolo]`` and ``[Gaussian_yolo]`` heads and their parsing from the cfg.
 
-Each ``[yolo]``, ``[Gaussian_yolo]`` and ``[region]`` section is parsed once into a frozen options
-record holding every key darknet reads for it (``parser.c: parse_yolo, parse_gaussian_yolo,
-parse_region``). The keys ``[yolo]`` and ``[Gaussian_yolo]`` share are declared once, in
-:class:`BaseYoloOptions`, and read once, by one shared parsing step. The layers, and the
-``tree=`` / ``map=`` files the options name, live in :mod:`darknetpy.model.heads.yolo`,
-:mod:`~darknetpy.model.heads.gaussian_yolo`, :mod:`~darknetpy.model.heads.region` and
-:mod:`~darknetpy.model.heads.darknet_head`.
+Each ``[yolo]`` and ``[Gaussian_yolo]`` section is parsed once into a frozen options record holding
+every key darknet reads for it (``parser.c: parse_yolo, parse_gaussian_yolo``). The keys they share
+are declared once, in :class:`BaseYoloOptions`, and read once, by one shared parsing step. The
+layers, and the ``map=`` file the options name, live in :mod:`darknetpy.model.heads.yolo`,
+:mod:`~darknetpy.model.heads.gaussian_yolo` and :mod:`~darknetpy.model.heads.darknet_head`;
+``[region]``'s record sits beside its head in :mod:`~darknetpy.model.heads.region`, and the
+value readers all three share in :mod:`~darknetpy.model.heads.option_readers`.
 
 Where darknet silently falls back (an unknown ``iou_loss``, ``nms_kind``, ``iou_thresh_kind`` or
 ``yolo_point`` string) darknetpy raises :class:`~darknetpy.errors.CfgError` listing the choices.
@@ -14,7 +14,6 @@ Where darknet silently falls back (an unknown ``iou_loss``, ``nms_kind``, ``iou_
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -26,7 +25,8 @@ import numpy as np
 
 from ...errors import CfgError
 from ..boxes import IOU_KINDS, IOU_LOSSES, IouLoss
-from ..cfg import CfgWarning, Options
+from ..cfg import Options
+from .option_readers import anchor_pairs, c_float, check_positive, path_option
 
 __all__ = [
     "FLT_MAX",
@@ -37,12 +37,10 @@ __all__ = [
     "GaussianYoloOptions",
     "IouLoss",
     "NmsKind",
-    "RegionOptions",
     "YoloOptions",
     "YoloPoint",
     "classes_multipliers",
     "parse_gaussian_yolo_options",
-    "parse_region_options",
     "parse_yolo_options",
 ]
 
@@ -169,41 +167,6 @@ class GaussianYoloOptions(BaseYoloOptions):
         return 9 + self.classes
 
 
-@dataclass(frozen=True)
-class RegionOptions:
-    """``[region]`` (YOLOv2, ``parser.c: parse_region``). Anchors are in grid cells."""
-
-    classes: int = 20
-    coords: int = 4
-    num: int = 1
-    anchors: tuple[tuple[float, float], ...] = ((0.5, 0.5),)
-    max_boxes: int = 200
-    log: int = 0
-    sqrt: int = 0
-    softmax: bool = False
-    focal_loss: bool = False
-    jitter: float = 0.2
-    resize: float = 1.0
-    rescore: bool = False
-    thresh: float = 0.5
-    classfix: int = 0  # -1: objectness below .5 is zeroed when decoding
-    absolute: int = 0
-    random: float = 0.0
-    coord_scale: float = 1.0
-    object_scale: float = 1.0
-    noobject_scale: float = 1.0
-    mask_scale: float = 1.0
-    class_scale: float = 1.0
-    bias_match: bool = False
-    tree: Path | None = None  # softmax tree file (YOLO9000), read when the layer first runs
-    map: Path | None = None  # class-id remapping file (training only)
-
-    @property
-    def entries(self) -> int:
-        """Values per anchor: x, y, w, h, objectness, classes."""
-        return self.coords + 1 + self.classes
-
-
 def classes_multipliers(
     counters: Sequence[int] | None, max_delta: float
 ) -> tuple[float, ...] | None:
@@ -220,50 +183,6 @@ def classes_multipliers(
 
 
 # ---- option parsing ----
-def _anchor_pairs(
-    opts: Options, count: int, *, overflow_is_error: bool
-) -> tuple[tuple[float, float], ...]:
-    """``count`` anchors from ``anchors=``; a missing value is 0.5, darknet's initial bias."""
-    values = list(opts.get_floats("anchors", ()))
-    where = opts.where(next((e for e in opts.section.entries if e.key == "anchors"), None))
-    if len(values) > 2 * count:
-        if overflow_is_error:
-            raise opts.error(
-                f"anchors= has {len(values)} values but num={count} allows {2 * count}; darknet "
-                "writes past its anchor buffer here: set num= to the number of (w, h) pairs",
-                "anchors",
-            )
-        warnings.warn(
-            f"{where}: anchors= has {len(values)} values but num={count}; darknet reads only "
-            "the first "
-            f"{2 * count}: set num= to the number of (w, h) pairs",
-            CfgWarning,
-            stacklevel=4,
-        )
-        values = values[: 2 * count]
-    elif len(values) < 2 * count:
-        warnings.warn(
-            f"{where}: anchors= has {len(values)} values but num={count} needs {2 * count}; "
-            "darknet "
-            "uses 0.5 for the missing ones",
-            CfgWarning,
-            stacklevel=4,
-        )
-        values += [0.5] * (2 * count - len(values))
-    f32 = [_f32(v) for v in values]  # darknet keeps biases as float
-    return tuple((f32[2 * i], f32[2 * i + 1]) for i in range(count))
-
-
-_MAX_COUNT = 1 << 20  # classes / anchors beyond this cannot fit any real network
-
-
-def _check_positive(opts: Options, key: str, value: int) -> None:
-    if value < 1:
-        raise opts.error(f"{key}={value} must be at least 1", key)
-    if value > _MAX_COUNT:
-        raise opts.error(f"{key}={value} is implausibly large (at most {_MAX_COUNT})", key)
-
-
 def _counters(opts: Options, classes: int) -> tuple[int, ...] | None:
     if not opts.has("counters_per_class"):
         return None
@@ -275,16 +194,6 @@ def _counters(opts: Options, classes: int) -> tuple[int, ...] | None:
             "counters_per_class",
         )
     return counters
-
-
-def _path(opts: Options, key: str) -> Path | None:
-    return Path(opts.get_str(key)) if opts.has(key) else None
-
-
-def _f32(value: float) -> float:
-    """A cfg number as darknet stores it (a C ``float``; beyond its range: +-inf)."""
-    with np.errstate(over="ignore"):
-        return float(np.float32(value))
 
 
 _FALLBACKS = MappingProxyType(
@@ -310,9 +219,9 @@ def _parse_yolo_common(
 ) -> dict[str, Any]:
     """The :class:`BaseYoloOptions` keys, as keyword arguments of a head's options record."""
     classes = opts.get_int("classes", 20)
-    _check_positive(opts, "classes", classes)
+    check_positive(opts, "classes", classes)
     total = opts.get_int("num", 1)
-    _check_positive(opts, "num", total)
+    check_positive(opts, "num", total)
     mask = opts.get_ints("mask", tuple(range(total)))
     bad = [k for k in mask if not 0 <= k < total]
     if bad:
@@ -322,33 +231,33 @@ def _parse_yolo_common(
             f"(w, h) pairs of anchors= from 0",
             "mask",
         )
-    max_delta = _f32(opts.get_float("max_delta", FLT_MAX))
+    max_delta = c_float(opts.get_float("max_delta", FLT_MAX))
     return {
         "classes": classes,
         "total": total,
         "mask": mask,
-        "anchors": _anchor_pairs(opts, total, overflow_is_error=overflow_is_error),
+        "anchors": anchor_pairs(opts, total, overflow_is_error=overflow_is_error),
         "max_boxes": opts.get_int("max", 200),
-        "jitter": _f32(opts.get_float("jitter", 0.2)),
-        "resize": _f32(opts.get_float("resize", 1.0)),
-        "random": _f32(opts.get_float("random", 0.0)),
-        "ignore_thresh": _f32(opts.get_float("ignore_thresh", 0.5)),
-        "truth_thresh": _f32(opts.get_float("truth_thresh", 1.0)),
-        "iou_thresh": _f32(opts.get_float("iou_thresh", 1.0)),
+        "jitter": c_float(opts.get_float("jitter", 0.2)),
+        "resize": c_float(opts.get_float("resize", 1.0)),
+        "random": c_float(opts.get_float("random", 0.0)),
+        "ignore_thresh": c_float(opts.get_float("ignore_thresh", 0.5)),
+        "truth_thresh": c_float(opts.get_float("truth_thresh", 1.0)),
+        "iou_thresh": c_float(opts.get_float("iou_thresh", 1.0)),
         "iou_thresh_kind": _choice(opts, "iou_thresh_kind", IOU_KINDS, "iou"),
         "iou_loss": _choice(opts, "iou_loss", IOU_LOSSES, "mse"),
-        "iou_normalizer": _f32(opts.get_float("iou_normalizer", 0.75)),
-        "obj_normalizer": _f32(opts.get_float("obj_normalizer", 1.0)),
-        "cls_normalizer": _f32(opts.get_float("cls_normalizer", 1.0)),
-        "delta_normalizer": _f32(opts.get_float("delta_normalizer", 1.0)),
+        "iou_normalizer": c_float(opts.get_float("iou_normalizer", 0.75)),
+        "obj_normalizer": c_float(opts.get_float("obj_normalizer", 1.0)),
+        "cls_normalizer": c_float(opts.get_float("cls_normalizer", 1.0)),
+        "delta_normalizer": c_float(opts.get_float("delta_normalizer", 1.0)),
         "max_delta": max_delta,
         "counters_per_class": _counters(opts, classes),
-        "label_smooth_eps": _f32(opts.get_float("label_smooth_eps", 0.0)),
-        "scale_x_y": _f32(opts.get_float("scale_x_y", 1.0)),
+        "label_smooth_eps": c_float(opts.get_float("label_smooth_eps", 0.0)),
+        "scale_x_y": c_float(opts.get_float("scale_x_y", 1.0)),
         "objectness_smooth": opts.get_bool("objectness_smooth", False),
-        "beta_nms": _f32(opts.get_float("beta_nms", 0.6)),
+        "beta_nms": c_float(opts.get_float("beta_nms", 0.6)),
         "nms_kind": _choice(opts, "nms_kind", nms_kinds, "default"),
-        "map": _path(opts, "map"),
+        "map": path_option(opts, "map"),
     }
 
 
@@ -369,47 +278,6 @@ def parse_gaussian_yolo_options(opts: Options) -> GaussianYoloOptions:
     common = _parse_yolo_common(opts, GAUSSIAN_NMS_KINDS, overflow_is_error=True)
     return GaussianYoloOptions(
         **common,
-        uc_normalizer=_f32(opts.get_float("uc_normalizer", 1.0)),
+        uc_normalizer=c_float(opts.get_float("uc_normalizer", 1.0)),
         yolo_point=_choice(opts, "yolo_point", YOLO_POINTS, "center"),
-    )
-
-
-def parse_region_options(opts: Options) -> RegionOptions:
-    """``[region]`` keys into :class:`RegionOptions` (``parser.c: parse_region``)."""
-    coords = opts.get_int("coords", 4)
-    if coords != 4:
-        raise opts.error(
-            f"coords={coords}: darknet's region decoding assumes 4 box coordinates "
-            "(get_region_boxes strides by classes+5); use coords=4",
-            "coords",
-        )
-    classes = opts.get_int("classes", 20)
-    _check_positive(opts, "classes", classes)
-    num = opts.get_int("num", 1)
-    _check_positive(opts, "num", num)
-    return RegionOptions(
-        classes=classes,
-        coords=coords,
-        num=num,
-        anchors=_anchor_pairs(opts, num, overflow_is_error=False),
-        max_boxes=opts.get_int("max", 200),
-        log=opts.get_int("log", 0),
-        sqrt=opts.get_int("sqrt", 0),
-        softmax=opts.get_bool("softmax", False),
-        focal_loss=opts.get_bool("focal_loss", False),
-        jitter=_f32(opts.get_float("jitter", 0.2)),
-        resize=_f32(opts.get_float("resize", 1.0)),
-        rescore=opts.get_bool("rescore", False),
-        thresh=_f32(opts.get_float("thresh", 0.5)),
-        classfix=opts.get_int("classfix", 0),
-        absolute=opts.get_int("absolute", 0),
-        random=_f32(opts.get_float("random", 0.0)),
-        coord_scale=_f32(opts.get_float("coord_scale", 1.0)),
-        object_scale=_f32(opts.get_float("object_scale", 1.0)),
-        noobject_scale=_f32(opts.get_float("noobject_scale", 1.0)),
-        mask_scale=_f32(opts.get_float("mask_scale", 1.0)),
-        class_scale=_f32(opts.get_float("class_scale", 1.0)),
-        bias_match=opts.get_bool("bias_match", False),
-        tree=_path(opts, "tree"),
-        map=_path(opts, "map"),
     )

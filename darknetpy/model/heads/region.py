@@ -1,4 +1,5 @@
-"""``[region]``: the YOLOv2 head (``region_layer.c``), with YOLO9000's ``tree=`` hierarchy."""
+"""``[region]``: the YOLOv2 head (``region_layer.c``), with YOLO9000's ``tree=`` hierarchy, and its
+options record (``parser.c: parse_region``)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,88 @@ from .base import Candidates
 from .darknet_head import DarknetHead, grid_cells, precise
 from .darknet_loss import cached_spec, region_loss, region_spec
 from .detections import Detections
-from .options import NmsKind, RegionOptions, parse_region_options
+from .option_readers import anchor_pairs, c_float, check_positive, path_option
+from .options import NmsKind
 from .records import HeadLoss
 from .yolo_box import exp_times_double, exp_times_traceable, get_yolo_box
 
-__all__ = ["RegionLayer", "SoftmaxTree", "read_tree"]
+__all__ = ["RegionLayer", "RegionOptions", "SoftmaxTree", "parse_region_options", "read_tree"]
+
+
+@dataclass(frozen=True)
+class RegionOptions:
+    """``[region]`` (YOLOv2, ``parser.c: parse_region``). Anchors are in grid cells."""
+
+    classes: int = 20
+    coords: int = 4
+    num: int = 1
+    anchors: tuple[tuple[float, float], ...] = ((0.5, 0.5),)
+    max_boxes: int = 200
+    log: int = 0
+    sqrt: int = 0
+    softmax: bool = False
+    focal_loss: bool = False
+    jitter: float = 0.2
+    resize: float = 1.0
+    rescore: bool = False
+    thresh: float = 0.5
+    classfix: int = 0  # -1: objectness below .5 is zeroed when decoding
+    absolute: int = 0
+    random: float = 0.0
+    coord_scale: float = 1.0
+    object_scale: float = 1.0
+    noobject_scale: float = 1.0
+    mask_scale: float = 1.0
+    class_scale: float = 1.0
+    bias_match: bool = False
+    tree: Path | None = None  # softmax tree file (YOLO9000), read when the layer first runs
+    map: Path | None = None  # class-id remapping file (training only)
+
+    @property
+    def entries(self) -> int:
+        """Values per anchor: x, y, w, h, objectness, classes."""
+        return self.coords + 1 + self.classes
+
+
+def parse_region_options(opts: Options) -> RegionOptions:
+    """``[region]`` keys into :class:`RegionOptions` (``parser.c: parse_region``)."""
+    coords = opts.get_int("coords", 4)
+    if coords != 4:
+        raise opts.error(
+            f"coords={coords}: darknet's region decoding assumes 4 box coordinates "
+            "(get_region_boxes strides by classes+5); use coords=4",
+            "coords",
+        )
+    classes = opts.get_int("classes", 20)
+    check_positive(opts, "classes", classes)
+    num = opts.get_int("num", 1)
+    check_positive(opts, "num", num)
+    return RegionOptions(
+        classes=classes,
+        coords=coords,
+        num=num,
+        anchors=anchor_pairs(opts, num, overflow_is_error=False),
+        max_boxes=opts.get_int("max", 200),
+        log=opts.get_int("log", 0),
+        sqrt=opts.get_int("sqrt", 0),
+        softmax=opts.get_bool("softmax", False),
+        focal_loss=opts.get_bool("focal_loss", False),
+        jitter=c_float(opts.get_float("jitter", 0.2)),
+        resize=c_float(opts.get_float("resize", 1.0)),
+        rescore=opts.get_bool("rescore", False),
+        thresh=c_float(opts.get_float("thresh", 0.5)),
+        classfix=opts.get_int("classfix", 0),
+        absolute=opts.get_int("absolute", 0),
+        random=c_float(opts.get_float("random", 0.0)),
+        coord_scale=c_float(opts.get_float("coord_scale", 1.0)),
+        object_scale=c_float(opts.get_float("object_scale", 1.0)),
+        noobject_scale=c_float(opts.get_float("noobject_scale", 1.0)),
+        mask_scale=c_float(opts.get_float("mask_scale", 1.0)),
+        class_scale=c_float(opts.get_float("class_scale", 1.0)),
+        bias_match=opts.get_bool("bias_match", False),
+        tree=path_option(opts, "tree"),
+        map=path_option(opts, "map"),
+    )
 
 
 @dataclass(frozen=True)

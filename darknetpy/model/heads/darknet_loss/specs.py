@@ -130,7 +130,7 @@ def yolo_spec(options: Any) -> YoloSpec:
 
 
 def region_spec(options: Any) -> RegionSpec:
-    """A :class:`RegionSpec` from ``RegionOptions`` (:mod:`darknetpy.model.heads.options`).
+    """A :class:`RegionSpec` from ``RegionOptions`` (:mod:`darknetpy.model.heads.region`).
 
     Raises:
         UsageError: ``tree=`` (YOLO9000 softmax trees) or ``coords`` other than 4.
