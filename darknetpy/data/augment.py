@@ -104,9 +104,8 @@ class NetAugment(Protocol):
 
 
 class HeadAugment(Protocol):
-    """What augmentation reads from a detection layer's options: ``YoloOptions``,
-    ``GaussianYoloOptions`` (:mod:`darknetpy.model.heads.options`) and ``RegionOptions``
-    (:mod:`darknetpy.model.heads.region`) all fit."""
+    """What augmentation reads from a detection layer's options: the records of
+    :mod:`darknetpy.model.heads.options` and :mod:`darknetpy.model.heads.region` all fit."""
 
     @property
     def classes(self) -> int: ...
