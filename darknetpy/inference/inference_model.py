@@ -2,10 +2,11 @@
 
 What ``detector test`` does (``detector.c: test_detector``), as a PyTorch module:
 
-* batch norm folded into the convolutions (``network.c: fuse_conv_batchnorm``, in double);
+* batch norm folded into the convolutions (``network.c: fuse_conv_batchnorm``, in double;
+  :mod:`.fuse`);
 * ``torch.inference_mode``; half precision on CUDA; channels-last memory where it is faster;
-* images prepared as darknet prepares them (``image.c: resize_image`` / ``letterbox_image``,
-  :mod:`darknetpy.data.image`), then ``get_network_boxes`` and NMS (:mod:`darknetpy.inference.postprocess`).
+* ``predict``: the one image -> detections pipeline (:mod:`.pipeline`: images prepared as darknet
+  prepares them, ``get_network_boxes`` and the last head's NMS), records of :mod:`.records`.
 
 ``model(x)`` returns the head outputs exactly as darknet computes them (``l.output`` of every
 ``[yolo]``/``[region]``/``[Gaussian_yolo]``, float32); ``model.network`` is the unfused
@@ -26,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -34,9 +34,9 @@ from ..data.datafile import DataConfig, read_names
 from ..errors import DataError, UsageError
 from ..model.fastconv import packing_available, prepack_convolutions
 from ..model.heads.detections import network_detections
-from ..model.layers.conv import Conv
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
+from .fuse import fold_batchnorm, fuse_conv_batchnorm
 from .pipeline import (
     COLOR_ORDERS,
     ImageInput,
@@ -58,57 +58,6 @@ __all__ = [
     "fuse_conv_batchnorm",
     "load",
 ]
-
-# ---------------------------------------------------------------- fusing
-def fold_batchnorm(
-    weight: torch.Tensor,
-    gamma: torch.Tensor,
-    beta: torch.Tensor,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    eps: float = 1e-5,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an inference batch norm into the convolution before it (``network.c:
-    fuse_conv_batchnorm``), in double precision, results in the weight's dtype.
-
-    ``b = β - γ·mean/sqrt(var + eps)``; ``W_f = W_f · γ_f/sqrt(var_f + eps)``.
-    """
-    with torch.no_grad():
-        scale = gamma.double() / torch.sqrt(var.double() + eps)
-        shape = (-1,) + (1,) * (weight.dim() - 1)
-        folded = (weight.double() * scale.view(shape)).to(weight.dtype)
-        bias = beta.double() - gamma.double() * mean.double() / torch.sqrt(var.double() + eps)
-    return folded, bias.to(beta.dtype)
-
-
-def fuse_conv_batchnorm(network: Network, *, inplace: bool = False) -> Network:
-    """A copy of ``network`` in eval mode whose ``[convolutional]`` layers carry their batch norm in
-    the convolution (weights and a bias) and have ``bn = None``; with ``inplace``, ``network``
-    itself, changed so (no copy: each layer's original tensors are freed as it is folded).
-
-    ``xnor`` convolutions keep their batch norm (it follows the binarised convolution). Layers
-    sharing weights (``share_index``) are each folded from the original tensors, so the fused
-    network computes what the unfused one does (darknet's ``fuse_conv_batchnorm`` instead drops the
-    batch norm of the sharing layer). Other layers with batch norm ([connected], [batchnorm]) are
-    not fused, as in darknet. The copy is not meant for ``save_weights``.
-    """
-    fused = (network if inplace else copy.deepcopy(network)).eval()
-    for layer in fused.layers:
-        if isinstance(layer, Conv) and layer.bn is not None and not layer.spec.xnor:
-            bn = layer.bn
-            weight, bias = fold_batchnorm(
-                layer.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps
-            )
-            # New tensors replace the layer's own references only: a later layer sharing these
-            # (share_index) still holds the original weight and batch norm, and folds from them.
-            layer.conv.weight = nn.Parameter(weight, requires_grad=False)
-            layer.conv.bias = nn.Parameter(bias, requires_grad=False)
-            layer.bn = None
-            layer._fused = None
-    for p in fused.parameters():
-        p.requires_grad_(False)
-    return fused
-
 
 # ---------------------------------------------------------------- the model
 def _resolve_device(device: str | torch.device) -> torch.device:
