@@ -329,7 +329,8 @@ rgb = torch.rand(2, 3, size, size)
 with torch.no_grad():
     fpn = model.backbone(rgb.flip(1) * 255)  # YOLOX is fed BGR 0-255
     raw = model(rgb.flip(1) * 255)
-cfg, tensors = import_yolox(model.state_dict(), depth, width, classes, depthwise, act, size=size)
+cfg, tensors = import_yolox({"model": model.state_dict()}, depth, width, classes, depthwise, act,
+                            size=size, input_order="bgr")  # the trainer's form: eps 1e-3
 net = build_imported(cfg[: cfg.index("\n# YOLOX's decoupled")], tensors).eval()
 layout = yolox_layout(depth, width, classes, depthwise, act, size=size)
 with torch.no_grad():
