@@ -293,4 +293,4 @@ def test_head_bias_prior_on_the_raccoon_cfgs(cfg: str, expected: dict[int, float
     level = net.heads and net.layers[net.heads[0]].sources[0]
     for channel, value in expected.items():
         conv, c = channel_origin(net, level, channel)
-        assert float(conv.conv.bias[c]) == pytest.approx(value)
+        assert float(conv.conv.bias[c].detach()) == pytest.approx(value)
