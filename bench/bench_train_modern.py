@@ -14,9 +14,9 @@ Two kinds of row per size, for each framework:
   ``amp=False``, ``val=False``, ``plots=False``, its other defaults: no image cache). An
   iteration's time is the interval between two consecutive iteration ends (darknetpy: its
   per-iteration log line; ultralytics: the ``on_train_batch_end`` callback); intervals that span
-  an ultralytics epoch end (checkpoint saving, scheduler) are left out. Both run ``epochs=E`` with the same E and no
-  ``close_mosaic`` so their warm-up (accumulation 1 -> 4) and mosaic are alike; AdamW for both (what
-  ``optimizer=auto`` picks for this run length).
+  an ultralytics epoch end (checkpoint saving, scheduler) are left out. Both run ``epochs=E`` with
+  the same E and no ``close_mosaic`` so their warm-up (accumulation 1 -> 4) and mosaic are alike;
+  AdamW for both (what ``optimizer=auto`` picks for this run length).
 * ``model step``: the same random batch (uint8 noise, 3 boxes an image) through each framework's
   network: forward, loss, backward, gradient clipping (10), AdamW step, zero_grad, EMA update - an
   optimizer step every iteration, no data loading. The difference between the rows is data + loop.
@@ -234,9 +234,11 @@ def worker_ultralytics_step(a: argparse.Namespace) -> dict:
     data = np.load(a.batch_file)
     truth = torch.from_numpy(data["truth"])
     n, t = truth.shape[:2]
+    rows = truth.reshape(-1, 5)
+    keep = rows[:, 2:4].sum(1) > 0  # zero rows pad the darknetpy truth
     batch = {"img": torch.from_numpy(data["images"]).float().div_(255),
-             "batch_idx": torch.arange(n).repeat_interleave(t).float(),
-             "cls": truth[..., 4].reshape(-1, 1), "bboxes": truth[..., :4].reshape(-1, 4)}
+             "batch_idx": torch.arange(n).repeat_interleave(t).float()[keep],
+             "cls": rows[keep, 4:5], "bboxes": rows[keep, :4]}
     model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
     model.args = get_cfg()
     stub = types.SimpleNamespace(args=types.SimpleNamespace(lr0=0.01, optimizer="auto",
