@@ -388,7 +388,8 @@ def main() -> None:
           f"yolov8n, batch {a.batch}; {a.rounds} rounds (A B per round), {a.warmup} warm-up + "
           f"{a.iterations} timed iterations per process", flush=True)
     if ul is None:
-        print("ultralytics: skipped (no ~/venv-ultralytics/bin/python, ULTRALYTICS_PYTHON unset)")
+        print("ultralytics: skipped (neither $ULTRALYTICS_PYTHON nor ~/venv-ultralytics/bin/python "
+              "exists)")
     else:
         code = "import ultralytics; print(ultralytics.__version__)"
         version = subprocess.run([str(ul), "-c", code], capture_output=True, text=True).stdout
