@@ -24,6 +24,7 @@ from .dense import (
     build_softmax,
 )
 from .graph import build_route, build_sam, build_scale_channels, build_shortcut
+from .local import build_local, build_normalization
 from .pool import build_avgpool, build_local_avgpool, build_maxpool
 from .resample import build_reorg, build_reorg3d, build_upsample
 
@@ -51,4 +52,6 @@ LAYER_BUILDERS: MappingProxyType[str, Builder] = MappingProxyType({
     "empty": build_empty, "silence": build_empty,
     "implicit": build_implicit,
     "contrastive": build_contrastive,
+    "local": build_local,
+    "normalization": build_normalization, "lrn": build_normalization,
 })
