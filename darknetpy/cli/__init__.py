@@ -15,14 +15,10 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from ..errors import DarknetpyError, UsageError
+from ..errors import DarknetpyError
+from .darknet_forms import DETECTOR_VERBS, detector_help, translate_darknet_form  # noqa: F401
 
 Command = Callable[[argparse.Namespace], int]
-
-# darknet's own command lines: `darknet detector <verb> DATA CFG [WEIGHTS] [FILE] [-flags]`.
-DETECTOR_VERBS = {"train": "train", "test": "detect", "map": "map", "valid": "valid",
-                  "recall": "recall", "calc_anchors": "calc_anchors"}
-
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     print(f"darknetpy: warning: {message}", file=sys.stderr)
@@ -40,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="darknetpy",
         description="Darknet .cfg/.weights in PyTorch: summary, detect, train, map, convert, export.",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"darknetpy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for group in _groups():
@@ -47,71 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def translate_darknet_form(argv: list[str]) -> list[str]:
-    """``detector VERB DATA CFG [WEIGHTS] [FILE] -flag value`` to darknetpy's own argument order."""
-    if not argv or argv[0] != "detector":
-        return argv
-    if len(argv) < 2 or argv[1] not in DETECTOR_VERBS:
-        raise UsageError(
-            f"'darknetpy detector' needs one of {', '.join(DETECTOR_VERBS)}, e.g. "
-            "darknetpy detector test cfg/coco.data cfg/yolov4.cfg yolov4.weights dog.jpg"
-        )
-    verb, rest = argv[1], argv[2:]
-    positional = [a for a in rest if not a.startswith("-")]
-    flags = rest[len(positional):] if rest[: len(positional)] == positional else None
-    if flags is None:  # flags mixed between positionals: keep darknet's `-flag value` pairs together
-        positional, flags, i = [], [], 0
-        while i < len(rest):
-            if rest[i].startswith("-") and not _is_number(rest[i]):
-                flags.append(rest[i])
-                if i + 1 < len(rest) and rest[i] in _DARKNET_VALUE_FLAGS:
-                    flags.append(rest[i + 1])
-                    i += 1
-            else:
-                positional.append(rest[i])
-            i += 1
-    if verb == "calc_anchors":
-        if len(positional) != 1:
-            raise UsageError("darknetpy detector calc_anchors DATA -num_of_clusters K -width W -height H")
-        return ["calc_anchors", positional[0], *[_DARKNET_FLAG_NAMES.get(f, f) for f in flags]]
-    if len(positional) < 2:
-        raise UsageError(f"darknetpy detector {verb} DATA CFG [WEIGHTS] ...: missing the .data or .cfg file")
-    data, cfg, *more = positional
-    out = [DETECTOR_VERBS[verb]]
-    if verb == "test":
-        out += [cfg, *more[:1], *more[1:], "--names-from-data", data]
-    else:
-        out += [cfg, data, *more]
-    out += [_DARKNET_FLAG_NAMES.get(f, f) for f in flags]
-    return out
-
-
-_DARKNET_VALUE_FLAGS = {"-thresh", "-iou_thresh", "-points", "-gpus", "-num_of_clusters", "-width",
-                        "-height", "-out", "-mAP_epochs", "-hier"}
-_DARKNET_FLAG_NAMES = {
-    "-thresh": "--thresh", "-iou_thresh": "--iou-thresh", "-points": "--points", "-gpus": "--gpus",
-    "-num_of_clusters": "--num", "-width": "--width", "-height": "--height", "-out": "--json",
-    "-map": "--map", "-clear": "--clear", "-dont_show": "--dont-show", "-ext_output": "--ext-output",
-    "-letter_box": "--letter-box", "-show": "--show", "-mAP_epochs": "--map-epochs", "-hier": "--hier",
-}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    notes: list[str] = []
     try:
-        argv = translate_darknet_form(argv)
+        asked = detector_help(argv)  # `detector --help`, `detector test --help`
+        if asked is not None:
+            print(asked[0])
+            argv = asked[1]
+            if not argv:
+                return 0
+        argv = translate_darknet_form(argv, notes)
     except DarknetpyError as exc:
         print(f"darknetpy: error: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"darknetpy: note: {note}", file=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

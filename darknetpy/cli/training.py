@@ -23,9 +23,10 @@ def _gpus(text: str) -> list[int]:
     return ids
 
 
-def _kwargs(args: argparse.Namespace) -> dict:
+def _kwargs(args: argparse.Namespace, device: str) -> dict:
     return {
-        "map": args.map, "clear": args.clear, "gpus": args.gpus, "device": args.device,
+        "map": args.map, "clear": args.clear, "gpus": args.gpus, "device": device,
+        "gpu_lr_rule": args.gpu_lr_rule,
         "amp": args.amp, "workers": args.workers, "seed": args.seed,
         "max_batches": args.max_batches, "backup": args.backup, "map_epochs": args.map_epochs,
         "thresh": args.thresh, "iou_thresh": args.iou_thresh, "strict": args.strict,
@@ -51,11 +52,36 @@ def _spawned(cfg: str, data: str, weights: str | None, kwargs: dict) -> None:
         sys.exit(130)
 
 
+def _looks_like_cfg(path: str) -> bool | None:
+    """True: a cfg (first section line), False: key=value lines, None: unreadable or unclear."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                text = line.strip()
+                if text and text[0] not in "#;":
+                    return text.startswith("[") if text.startswith("[") or "=" in text else None
+    except OSError:
+        return None
+    return None
+
+
+def _refuse_swapped(cfg: str, data: str) -> None:
+    """Darknet's order (DATA CFG) given to darknetpy's own ``train CFG DATA``: say so, one line."""
+    if _looks_like_cfg(cfg) is False and _looks_like_cfg(data) is True:
+        raise UsageError(f"train {cfg} {data}: the .data and .cfg files look swapped; darknetpy "
+                         f"train takes CFG DATA: darknetpy train {data} {cfg} (or Darknet's "
+                         f"order: darknetpy detector train {cfg} {data})")  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..training.launch_plan import plan_launch
     from ..training.train import train
 
-    kwargs = _kwargs(args)
-    processes = len(args.gpus) if args.gpus else 1
+    _refuse_swapped(args.cfg, args.data)
+    plan = plan_launch(args.gpus, device=args.device, cpu_processes=args.cpu_processes,
+                       lr_rule=args.gpu_lr_rule)  # fmt: skip
+    kwargs = _kwargs(args, plan.device)
+    processes = plan.processes
     if processes > 1 and "WORLD_SIZE" not in os.environ:  # -gpus 0,1 without torchrun
         import torch.multiprocessing as mp
 
@@ -76,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from ..training.launch_plan import GPU_LR_RULES
+
     p = sub.add_parser(
         "train", help="train a detector (darknet detector train)",
         description="Train like `darknet detector train DATA CFG [WEIGHTS]`: same schedule, loss, "
@@ -97,8 +125,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--clear", action="store_true",
                    help="start at iteration 0 whatever the weights file says")
     p.add_argument("--gpus", type=_gpus, metavar="0,1",
-                   help="one process per listed GPU (darknet -gpus): learning rate x N")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+                   help="CUDA devices (darknet -gpus): one process per id on cuda:<id>, NCCL "
+                        "between them; an error without CUDA")  # fmt: skip
+    p.add_argument("--gpu-lr-rule", choices=tuple(GPU_LR_RULES), default="darknet",
+                   help="with several processes: darknet (learning rate x N, AlexeyAB) or none "
+                        "(the cfg's rate, hank-ai/darknet); default darknet")  # fmt: skip
+    p.add_argument("--cpu-processes", type=int, metavar="N",
+                   help="N training processes on the CPU (gloo), e.g. to test multi-process runs")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="default cpu (cuda with --gpus)")
     p.add_argument("--bn-momentum", choices=("cpu", "gpu"), metavar="BUILD",
                    help="batch-norm running averages of darknet's cpu build (0.1; [connected] "
                         "0.05) or gpu build (0.01); default: the build of --device")

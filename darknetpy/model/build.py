@@ -30,7 +30,6 @@ def builders_with(heads: HeadTable) -> Mapping[str, Builder]:
 UNSUPPORTED: MappingProxyType[str, str] = MappingProxyType({
     **{name: "recurrent layers are not supported by darknetpy" for name in
        ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history")},
-    "detection": "[detection] (YOLOv1) is not supported by darknetpy",
     "net": "[net] may only be the first section",
     "network": "[network] may only be the first section",
 })

@@ -83,9 +83,13 @@ def setup(device: str = "cpu", gpus: Sequence[int] | None = None) -> DistContext
     rank = _env_int("RANK", 0)
     world = _env_int("WORLD_SIZE", 1)
     local = _env_int("LOCAL_RANK", rank)
+    if gpus and not device.startswith("cuda"):  # never a silent CPU run of -gpus
+        raise UsageError(f"gpus={list(gpus)} selects CUDA devices but device={device!r}; pass "
+                         "device='cuda' (the CLI's --gpus does)")  # fmt: skip
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available to PyTorch; use --device cpu")
+            raise UsageError("--device cuda: CUDA is not available (no CUDA device visible to "
+                             "PyTorch); use --device cpu")  # fmt: skip
         gpu = gpus[local] if gpus else (int(device.split(":")[1]) if ":" in device else local)
         if not 0 <= gpu < torch.cuda.device_count():
             raise UsageError(f"GPU {gpu} does not exist; this machine has "

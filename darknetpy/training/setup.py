@@ -39,6 +39,7 @@ from .checkpoint import (
     default_saveweights,
     load_state,
 )
+from .launch_plan import gpu_lr_factor
 from .multiscale import ResizePlan, map_interval, random_coef
 from .optim import DarknetEMA, DarknetOptimizer, frozen_layers
 
@@ -101,7 +102,7 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
             clear: bool, amp: str, workers: int | None, seed: int | None,
             max_batches: int | None, backup: str | Path | None, map_epochs: int, strict: bool,
             progress: bool | None, cache: bool | None, map: bool = False,
-            bn_momentum: str | None = None) -> Run:
+            bn_momentum: str | None = None, gpu_lr_rule: str = "darknet") -> Run:
     """Everything before the first iteration (arguments: :func:`darknetpy.training.train.train`);
     prints the run's summary line."""
     from tqdm import tqdm
@@ -123,7 +124,8 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
     if ctx.is_main and c.dynamic_minibatch:
         warnings.warn("dynamic_minibatch=1 is not supported: the mini-batch stays fixed",
                       stacklevel=3)  # fmt: skip
-    c = net.net = replace(c, learning_rate=c.learning_rate * ctx.world_size)  # lr *= ngpus
+    lr_factor = gpu_lr_factor(ctx.world_size, gpu_lr_rule)  # darknet: lr *= ngpus
+    c = net.net = replace(c, learning_rate=c.learning_rate * lr_factor)
     if not net.heads:
         raise UsageError(f"{cfg_path}: no [yolo], [region] or [Gaussian_yolo] layer; "
                          "darknetpy train trains detectors")  # fmt: skip

@@ -55,7 +55,7 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
           backup: str | Path | None = None, map_epochs: int = 4, thresh: float = 0.25,
           iou_thresh: float = 0.5, strict: bool = False, progress: bool | None = None,
           cache: bool | None = None, chart: bool = True,
-          bn_momentum: str | None = None) -> TrainResult:
+          bn_momentum: str | None = None, gpu_lr_rule: str = "darknet") -> TrainResult:
     """Train a Darknet detector like ``darknet detector train DATA CFG [WEIGHTS]``.
 
     Args:
@@ -78,6 +78,9 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         bn_momentum: whose batch-norm running-average factors to reproduce: ``"cpu"`` (darknet's
             CPU build: 0.1, [connected] 0.05) or ``"gpu"`` (its GPU build: 0.01); default: the
             build of the device trained on.
+        gpu_lr_rule: with several processes, ``"darknet"`` multiplies the learning rate by their
+            number (Darknet's ``-gpus``), ``"none"`` keeps the cfg's (hank-ai/darknet);
+            :mod:`darknetpy.training.launch_plan`.
 
     A cfg with ``[net] recipe=yolov8|yolox`` trains the ultralytics/YOLOX way instead
     (:mod:`darknetpy.training.recipe_loop`).
@@ -100,7 +103,7 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
                       clear=clear, amp=amp, workers=workers, seed=seed,
                       max_batches=max_batches, backup=backup, map_epochs=map_epochs,
                       strict=strict, progress=progress, cache=cache, map=map,
-                      bn_momentum=bn_momentum)  # fmt: skip
+                      bn_momentum=bn_momentum, gpu_lr_rule=gpu_lr_rule)  # fmt: skip
         return _loop(run, map=map, thresh=thresh, iou_thresh=iou_thresh, chart=chart)
     finally:
         D.teardown(ctx)

@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from ..layers.base import Builder
 from .base import Candidates, DetectionHead, compute_loss
+from .detection import DetectionLayer
 from .gaussian_yolo import GaussianYoloLayer
 from .region import RegionLayer
 from .v8.head import YoloV8Head
@@ -41,6 +42,7 @@ HEADS: HeadTable = MappingProxyType({
     "yolo": YoloLayer,
     "Gaussian_yolo": GaussianYoloLayer,
     "region": RegionLayer,
+    "detection": DetectionLayer,
     "yolov8": YoloV8Head,
     "yolox": YoloxHead,
 })

@@ -1,0 +1,196 @@
+"""Darknet's command lines and the CLI's own forms (issue 12, "Command lines"): ``-gpus`` selecting
+CUDA devices (checked on the CPU with a simulated CUDA), ``detector demo``, ``-save_labels``,
+``-i N``, ``-mjpeg_port``, ``--help``, ``--version``, swapped files, ``.pt`` for map/valid/recall
+and ``--lenient``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import darknetpy
+from darknetpy.cli import main, translate_darknet_form
+from darknetpy.errors import UsageError
+from darknetpy.training import distributed as D
+from darknetpy.training.launch_plan import gpu_lr_factor, plan_launch
+
+from .conftest import TinyRun, tiny_train_cfg
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def _cuda(monkeypatch: pytest.MonkeyPatch, count: int) -> list[int]:
+    """Pretend this machine has ``count`` CUDA devices; returns the ids set_device received."""
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    return chosen
+
+
+def _fake_train(monkeypatch: pytest.MonkeyPatch) -> dict:
+    import darknetpy.training.train as train_module
+
+    seen: dict = {}
+
+    def fake(cfg, data, weights=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.update(cfg=cfg, data=data, weights=weights, **kwargs)
+        return dataclasses.make_dataclass("R", [("interrupted", bool)])(False)
+
+    monkeypatch.setattr(train_module, "train", fake)
+    return seen
+
+
+# ---------------------------------------------------------------- -gpus
+@pytest.mark.parametrize("argv", [["detector", "train", "x.data", "x.cfg", "-gpus", "0"],
+                                  ["train", "x.cfg", "x.data", "--gpus", "0,1"]])
+def test_gpus_without_cuda_is_one_error_line(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _cuda(monkeypatch, 0)
+    seen = _fake_train(monkeypatch)
+    assert main(argv) == 2
+    err = _one_error_line(capsys)
+    assert "CUDA is not available" in err and "no CUDA device" in err and "--gpus" in err
+    assert not seen  # no training, on the CPU or elsewhere
+
+
+def test_gpus_naming_a_missing_device_is_one_error_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _cuda(monkeypatch, 2)
+    seen = _fake_train(monkeypatch)
+    assert main(["train", "x.cfg", "x.data", "--gpus", "1,2"]) == 2
+    assert "no CUDA device 2; this machine has 2 (ids 0..1)" in _one_error_line(capsys)
+    assert main(["train", "x.cfg", "x.data", "--gpus", "0", "--device", "cpu"]) == 2
+    assert "selects CUDA devices" in _one_error_line(capsys)
+    assert main(["train", "x.cfg", "x.data", "--gpus", "0", "--cpu-processes", "2"]) == 2
+    assert "give one of them" in _one_error_line(capsys)
+    assert not seen
+
+
+def test_gpus_0_is_one_process_on_cuda_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = _cuda(monkeypatch, 2)
+    seen = _fake_train(monkeypatch)
+    assert main(["detector", "train", "x.data", "x.cfg", "-gpus", "1"]) == 0
+    assert seen["device"] == "cuda" and seen["gpus"] == [1] and seen["gpu_lr_rule"] == "darknet"
+    ctx = D.setup(seen["device"], seen["gpus"])  # what train() does first: device cuda:1
+    assert ctx.device == torch.device("cuda", 1) and chosen == [1] and not ctx.enabled
+    assert plan_launch([0]) == plan_launch([0], device="cuda")
+    assert plan_launch([0]).processes == 1 and plan_launch([0]).devices == ("cuda:0",)
+
+
+def test_gpus_0_1_is_two_nccl_processes_each_on_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = _cuda(monkeypatch, 4)
+    launched: list = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(D, "launch", lambda fn, n, *args: launched.append((fn, n, args)))
+    assert main(["detector", "train", "x.data", "x.cfg", "-gpus", "2,3", "-map"]) == 0
+    ((fn, n, (cfg, data, weights, kwargs)),) = launched
+    assert n == 2 and (cfg, data, weights) == ("x.cfg", "x.data", None)
+    assert kwargs["device"] == "cuda" and kwargs["gpus"] == [2, 3] and kwargs["map"]
+    # each process: torchrun's variables (as distributed._entry sets them), its own GPU, NCCL
+    backends: list[str] = []
+    monkeypatch.setattr(D.dist, "init_process_group",
+                        lambda backend, rank, world_size: backends.append(backend))
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    devices = []
+    for rank in range(n):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(n))
+        devices.append(D.setup(kwargs["device"], kwargs["gpus"]).device)
+    assert devices == [torch.device("cuda", 2), torch.device("cuda", 3)] and chosen == [2, 3]
+    assert backends == ["nccl", "nccl"]
+    plan = plan_launch([2, 3])
+    assert (plan.processes, plan.devices, plan.backend, plan.lr_factor) == (
+        2, ("cuda:2", "cuda:3"), "nccl", 2)
+    assert plan_launch([2, 3], lr_rule="none").lr_factor == 1
+
+
+def test_gpu_lr_rule_darknet_by_default_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [gpu_lr_factor(n) for n in (1, 2, 4)] == [1, 2, 4]  # detector.c: lr *= ngpus
+    assert [gpu_lr_factor(n, "none") for n in (1, 2, 4)] == [1, 1, 1]  # hank-ai/darknet
+    with pytest.raises(UsageError, match="darknet, none"):
+        gpu_lr_factor(2, "linear")
+    seen = _fake_train(monkeypatch)
+    _cuda(monkeypatch, 1)
+    assert main(["train", "x.cfg", "x.data", "--gpus", "0", "--gpu-lr-rule", "none"]) == 0
+    assert seen["gpu_lr_rule"] == "none"
+
+
+def test_cpu_processes_is_gloo_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cuda(monkeypatch, 0)
+    launched: list = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(D, "launch", lambda fn, n, *args: launched.append((n, args[3])))
+    assert main(["train", "x.cfg", "x.data", "--cpu-processes", "3"]) == 0
+    ((n, kwargs),) = launched
+    assert n == 3 and kwargs["device"] == "cpu" and not kwargs["gpus"]
+    plan = plan_launch(None, cpu_processes=3)
+    assert (plan.backend, plan.devices, plan.lr_factor) == ("gloo", ("cpu",) * 3, 3)
+    seen = _fake_train(monkeypatch)
+    assert main(["train", "x.cfg", "x.data"]) == 0 and seen["device"] == "cpu"  # the default
+    with pytest.raises(UsageError, match="selects CUDA devices"):
+        D.setup("cpu", [0])  # the library never trains gpus= on the CPU either
+
+
+@pytest.mark.parametrize("rule, rate", [pytest.param("darknet", 0.002, marks=pytest.mark.slow),
+                                        ("none", 0.001)])
+def test_cpu_processes_train_with_the_rule(rule: str, rate: float, tiny_run: Callable[..., TinyRun],
+                                           capfd: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real gloo processes from the CLI: the printed rate is the cfg's x2, or x1 with none."""
+    run = tiny_run(tiny_train_cfg(learning_rate=0.001, max_batches=2), images=4)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["train", str(run.cfg), str(run.data), "--cpu-processes", "2", "--gpu-lr-rule",
+            rule, "--workers", "0", "--no-progress", "--no-chart", "--seed", "1",
+            "--backup", str(run.root / rule)]
+    assert main(argv) == 0
+    out = capfd.readouterr().out
+    rates = [float(m) for m in re.findall(r" 2: [^,]+, [^,]+, ([0-9.]+) rate", out)]
+    assert rates == [pytest.approx(rate)], out
+    assert "2 process(es) on cpu" in out
+
+
+# ---------------------------------------------------------------- small forms
+def test_version_and_detector_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"darknetpy {darknetpy.__version__}"
+    assert main(["detector", "--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in ("train", "test", "demo", "map", "valid", "recall", "calc_anchors"):
+        assert f"darknetpy detector {verb} " in out
+    with pytest.raises(SystemExit) as exc:
+        main(["detector", "test", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "detector test DATA CFG WEIGHTS" in out and "--thresh" in out
+
+
+def test_darknetpy_options_with_a_separate_value_in_a_darknet_form() -> None:
+    argv = "detector train a.data b.cfg --max-batches 3 -map w.weights".split()
+    assert translate_darknet_form(argv) == ["train", "b.cfg", "a.data", "w.weights",
+                                            "--max-batches", "3", "--map"]
+    argv = "detector train a.data b.cfg w.weights --max-batches 3 --seed 4".split()
+    assert translate_darknet_form(argv)[3:] == ["w.weights", "--max-batches", "3", "--seed", "4"]
+
+
+def test_train_in_darknets_order_says_swapped(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, data = tmp_path / "a.cfg", tmp_path / "a.data"
+    cfg.write_text("# a cfg\n[net]\nwidth=64\n")
+    data.write_text("classes=1\ntrain=t.txt\n")
+    assert main(["train", str(data), str(cfg)]) == 2
+    err = _one_error_line(capsys)
+    assert "look swapped" in err and f"darknetpy train {cfg} {data}" in err
