@@ -14,6 +14,7 @@ Where darknet silently falls back (an unknown ``iou_loss``, ``nms_kind``, ``iou_
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -25,7 +26,7 @@ import numpy as np
 
 from ...errors import CfgError
 from ..boxes import IOU_KINDS, IOU_LOSSES, IouLoss
-from ..cfg import Options
+from ..cfg import CfgWarning, Options
 from .option_readers import anchor_pairs, c_float, check_positive, path_option
 
 __all__ = [
@@ -224,6 +225,17 @@ def _parse_yolo_common(
     check_positive(opts, "num", total)
     mask = opts.get_ints("mask", tuple(range(total)))
     bad = [k for k in mask if not 0 <= k < total]
+    listed = len(opts.get_floats("anchors", ())) // 2
+    if bad and min(mask) >= 0 and max(mask) < listed:
+        # cspx-p7-mish.cfg: mask=16,17,18,19 with num=16 and 20 anchors listed. Darknet reads
+        # biases[32..39] past its buffer (undefined); the author meant the anchors listed.
+        where = opts.where(next((e for e in opts.section.entries if e.key == "mask"), None))
+        warnings.warn(
+            f"{where}: mask={','.join(map(str, mask))} uses anchor {max(mask)}, but num={total} "
+            f"gives anchors 0..{total - 1} (darknet reads past its anchor buffer there); "
+            f"darknetpy uses the {listed} anchors anchors= lists, as num={listed}: set "
+            f"num={listed}", CfgWarning, stacklevel=4)
+        total, bad = listed, []
     if bad:
         raise opts.error(
             f"mask={','.join(map(str, mask))} uses anchor {bad[0]}, but num={total} gives anchors "
