@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from darknetpy.errors import CfgError
 from darknetpy.model.cfg import Options, parse_cfg
 from darknetpy.model.netconfig import NetConfig, Policy, parse_net_options
 from darknetpy.training.schedule import current_rate, learning_rate
@@ -69,3 +70,13 @@ def test_learning_rate_reads_a_cfg_file(tmp_path) -> None:  # noqa: ANN001
     cfg = tmp_path / "n.cfg"
     cfg.write_text("[net]\nwidth=8\nheight=8\nchannels=3\nlearning_rate=0.002\nburn_in=10\n")
     assert learning_rate(cfg, 5) == pytest.approx(0.002 * 0.5**4, rel=1e-6)
+
+
+def test_sgdr_with_steps_and_no_scales_takes_scale_1_as_darknet() -> None:
+    """resnet152_trident.cfg: policy=sgdr, steps=, no scales= (parse_net_options: scale 1.0)."""
+    net = _net("learning_rate=0.1\npolicy=sgdr\nsgdr_cycle=10\nsteps=20,40\nmax_batches=100\n")
+    assert (net.steps, net.scales) == ((20, 40), (1.0, 1.0))
+    plain = _net("learning_rate=0.1\npolicy=sgdr\nsgdr_cycle=10\nmax_batches=100\n")
+    assert [current_rate(k, net) for k in range(60)] == [current_rate(k, plain) for k in range(60)]
+    with pytest.raises(CfgError, match=r"scales"):  # policy=steps needs both (darknet: error)
+        _net("policy=steps\nsteps=20,40\n")

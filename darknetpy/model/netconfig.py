@@ -132,6 +132,8 @@ def parse_net_options(opts: Options) -> NetConfig:
     if policy in (Policy.STEPS, Policy.SGDR):
         steps = opts.get_ints("steps", () if policy is Policy.SGDR else None)
         scales = opts.get_floats("scales", () if policy is Policy.SGDR else None)
+        if policy is Policy.SGDR and not opts.has("scales"):
+            scales = (1.0,) * len(steps)  # parse_net_options: each scale starts at 1.0
         if len(steps) != len(scales):
             raise opts.error(
                 f"steps= has {len(steps)} values but scales= has {len(scales)}; "
