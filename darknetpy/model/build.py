@@ -28,8 +28,6 @@ def builders_with(heads: HeadTable) -> Mapping[str, Builder]:
 
 # Sections darknet knows but darknetpy does not build, with the reason given to the user.
 UNSUPPORTED: MappingProxyType[str, str] = MappingProxyType({
-    **{name: "recurrent layers are not supported by darknetpy" for name in
-       ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history")},
     "net": "[net] may only be the first section",
     "network": "[network] may only be the first section",
 })

@@ -37,7 +37,7 @@ IGNORED_NET_KEYS = (
     "contrastive_jit_flip", "contrastive_color", "unsupervised", "optimized_memory",
     "workspace_size_limit_MB", "use_cuda_graph", "adversarial_lr", "attention", "max_crop",
     "min_crop", "show_receptive_field", "weights_reject_freq", "equidistant_point",
-    "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "inputs", "random",
+    "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "random",
     "init_sequential_subdivisions", "batch_normalize", "center", "letter_box_resize",
     "angle", "aspect", "seq_scales", "onlyforward", "resize_step_stride",
 )
@@ -57,6 +57,9 @@ class NetConfig:
     height: int = 0
     channels: int = 0
     time_steps: int = 1
+    # `inputs=`: the input size of a network without width/height/channels (Darknet's char-RNN
+    # cfgs: `inputs=256`); such a network's input is 1x1 with `inputs` channels
+    inputs: int = 0
     learning_rate: float = 0.001
     momentum: float = 0.9
     decay: float = 0.0001
@@ -149,6 +152,7 @@ def parse_net_options(opts: Options) -> NetConfig:
         height=opts.get_int("height", 0),
         channels=opts.get_int("channels", 0),
         time_steps=opts.get_int("time_steps", 1),
+        inputs=opts.get_int("inputs", 0),
         learning_rate=opts.get_float("learning_rate", recipe_default(recipe, "learning_rate", 0.001)),
         momentum=opts.get_float("momentum", recipe_default(recipe, "momentum", 0.9)),
         decay=opts.get_float("decay", recipe_default(recipe, "decay", 0.0001)),
@@ -199,7 +203,7 @@ def parse_net_options(opts: Options) -> NetConfig:
     for key in ("width", "height", "channels", "time_steps"):
         if getattr(cfg, key) < 0 or (key == "time_steps" and cfg.time_steps < 1):
             raise opts.error(f"{key}={getattr(cfg, key)} must be a positive integer", key)
-    if cfg.width * cfg.height * cfg.channels == 0 and not opts.has("inputs"):
+    if cfg.width * cfg.height * cfg.channels == 0 and cfg.inputs <= 0:
         raise CfgError(
             f"{opts.where()}: width={cfg.width} height={cfg.height} channels={cfg.channels}: "
             "the network input size is missing (darknet: 'No input parameters supplied')"

@@ -89,7 +89,7 @@ class Network(nn.Module):
         opts.check_unused(strict)
         if not rest:
             raise CfgError(f"{first.where()}: the cfg has no layers after [net]")
-        input_shape = Shape(net.channels, net.height, net.width)
+        input_shape = _input_shape(net)
         builders = BUILDERS if heads is None else builders_with(heads)
         layers: list[DarknetLayer] = []
         for index, section in enumerate(rest):
@@ -104,7 +104,7 @@ class Network(nn.Module):
 
     @property
     def input_shape(self) -> Shape:
-        return Shape(self.net.channels, self.net.height, self.net.width)
+        return _input_shape(self.net)
 
     # ---- running the graph ----
     def _run(self, x: torch.Tensor, keep_all: bool, stop: int | None = None) -> dict[int, torch.Tensor]:
@@ -262,6 +262,14 @@ class Network(nn.Module):
             )
         lines.append(f"Total BFLOPS {total:.3f}")
         return "\n".join(lines)
+
+
+def _input_shape(net: NetConfig) -> Shape:
+    """The network input for one image: width x height x channels, or 1 x 1 x ``inputs`` when those
+    are absent (``inputs=`` alone: Darknet's ``params.inputs`` with ``h = w = c = 0``)."""
+    if net.width * net.height * net.channels == 0 and net.inputs > 0:
+        return Shape(net.inputs, 1, 1)
+    return Shape(net.channels, net.height, net.width)
 
 
 def _last_use(layers: Sequence[DarknetLayer]) -> dict[int, int]:

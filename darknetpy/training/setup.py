@@ -27,6 +27,7 @@ from ..data.datafile import DataConfig, read_image_list, read_names
 from ..data.loader import build_train_loader
 from ..errors import DataError, UsageError, WeightsError
 from ..model.layers.common import BN_MOMENTUM_BY_BUILD, set_bn_momentum
+from ..model.layers.recurrent import refuse_training
 from ..model.netconfig import NetConfig
 from ..model.network import Network
 from ..model.weights import WeightsHeader, read_weights
@@ -114,6 +115,7 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
     init_seed = seed if seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(init_seed)  # initial values of the layers no weights file fills
     net = Network.from_cfg(cfg_path, strict=strict)
+    refuse_training(net.layers)  # recurrent layers: forward only
     c = net.net if max_batches is None else replace(net.net, max_batches=max_batches)
     if c.batch == 1:
         raise UsageError(f"{cfg_path}: batch=1 cannot train (Darknet: 'You set incorrect value "

@@ -26,6 +26,8 @@ from .dense import (
 from .graph import build_route, build_sam, build_scale_channels, build_shortcut
 from .local import build_local, build_normalization
 from .pool import build_avgpool, build_local_avgpool, build_maxpool
+from .recurrent import build_gru, build_lstm, build_rnn
+from .recurrent_conv import build_conv_lstm, build_crnn, build_history
 from .resample import build_reorg, build_reorg3d, build_upsample
 
 __all__ = ["INPUT", "LAYER_BUILDERS", "BuildContext", "Builder", "DarknetLayer", "LayerTraining", "Shape"]
@@ -52,6 +54,8 @@ LAYER_BUILDERS: MappingProxyType[str, Builder] = MappingProxyType({
     "empty": build_empty, "silence": build_empty,
     "implicit": build_implicit,
     "contrastive": build_contrastive,
+    "rnn": build_rnn, "lstm": build_lstm, "gru": build_gru,
+    "crnn": build_crnn, "conv_lstm": build_conv_lstm, "history": build_history,
     "local": build_local,
     "normalization": build_normalization, "lrn": build_normalization,
 })
