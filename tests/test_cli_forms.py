@@ -194,3 +194,165 @@ def test_train_in_darknets_order_says_swapped(tmp_path: Path,
     assert main(["train", str(data), str(cfg)]) == 2
     err = _one_error_line(capsys)
     assert "look swapped" in err and f"darknetpy train {cfg} {data}" in err
+
+
+# ---------------------------------------------------------------- demo, -save_labels, -i
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    cfg: Path
+    weights: Path
+    data: Path
+    video: Path
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> _Model:
+    """A tiny two-class network (quiet weights: every box scores 0.25), its .data and a 3-frame
+    video written with cv2.VideoWriter."""
+    import cv2
+    import numpy as np
+
+    from darknetpy.model.network import Network
+
+    from .conftest import quiet_weights, tiny_cfg
+
+    cfg, weights = tmp_path / "tiny.cfg", tmp_path / "tiny.weights"
+    cfg.write_text(tiny_cfg(backbone=(8, 16), classes=2))
+    quiet_weights(Network.from_cfg(cfg)).save_weights(weights)
+    (tmp_path / "tiny.names").write_text("cat\ndog\n")
+    data = tmp_path / "tiny.data"
+    data.write_text(f"classes=2\nnames={tmp_path / 'tiny.names'}\n")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        writer.write(rng.integers(0, 256, (48, 64, 3), np.uint8))
+    writer.release()
+    return _Model(cfg, weights, data, video)
+
+
+def _frames(path: Path) -> int:
+    import cv2
+
+    capture, n = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        n += 1
+    return n
+
+
+def _windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the waitKey delays of the windows a run opens (none really open)."""
+    import cv2
+
+    waits: list[int] = []
+    monkeypatch.setattr(cv2, "imshow", lambda name, image: None)
+    monkeypatch.setattr(cv2, "waitKey", lambda delay=0: waits.append(delay) or -1)
+    return waits
+
+
+def test_demo_on_a_video_file_writes_out_filename(model: _Model, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    waits = _windows(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "result.avi"
+    argv = ["detector", "demo", str(model.data), str(model.cfg), str(model.weights),
+            str(model.video), "-out_filename", str(out), "-dont_show", "-thresh", "0.2"]
+    assert main(argv) == 0
+    assert _frames(out) == 3 and waits == []  # -dont_show: no window
+    assert "3 video frames" in capsys.readouterr().err
+    # without -dont_show darknet's demo shows each frame (waitKey(1), not a key per frame);
+    # without -out_filename it saves nothing
+    assert main(argv[:6]) == 0
+    assert waits == [1, 1, 1] and not (tmp_path / "predictions").exists()
+
+
+@pytest.mark.parametrize("argv_tail, opened", [
+    (["-c", "1"], 1),
+    ([], 0),  # darknet's default camera
+    (["rtsp://cam.local:554/live/ch1"], "rtsp://cam.local:554/live/ch1"),
+    (["http://cam.local/video.mjpg?x=1"], "http://cam.local/video.mjpg?x=1"),
+])
+def test_demo_opens_webcams_and_streams_as_given(argv_tail: list[str], opened: object,
+                                                 model: _Model, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    import darknetpy.inference.detect_run as detect_run
+
+    asked: list[object] = []
+    real = cv2.VideoCapture
+
+    def capture(target: object) -> cv2.VideoCapture:  # the camera/stream plays the test video
+        asked.append(target)
+        return real(str(model.video))
+
+    monkeypatch.setattr(detect_run.cv2, "VideoCapture", capture)
+    out, dets = tmp_path / "live.avi", tmp_path / "live.json"
+    argv = ["detector", "demo", str(model.data), str(model.cfg), str(model.weights), *argv_tail,
+            "-out_filename", str(out), "-dont_show", "-out", str(dets)]
+    assert main(argv) == 0
+    assert asked == [opened] and _frames(out) == 3
+    import json
+
+    names = {entry["filename"] for entry in json.loads(dets.read_text())}
+    assert names == {opened if isinstance(opened, str) else f"camera:{opened}"}
+
+
+def test_demo_ignores_web_server_ports_with_a_note(model: _Model, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["detector", "demo", str(model.data), str(model.cfg), str(model.weights),
+            str(model.video), "-mjpeg_port", "8090", "-json_port", "8070", "-dont_show"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("darknetpy: note:")]
+    assert len(notes) == 2 and "-mjpeg_port 8090 ignored" in notes[0] and "-json_port" in notes[1]
+
+
+def test_save_labels_writes_darknets_label_file(model: _Model, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "shots" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), np.full((40, 50, 3), 128, np.uint8))
+    argv = ["detector", "test", str(model.data), str(model.cfg), str(model.weights), str(image),
+            "-save_labels", "-dont_show", "-thresh", "0.2"]
+    assert main(argv) == 0
+    lines = (tmp_path / "shots" / "a.txt").read_text().splitlines()
+    assert lines and all(re.fullmatch(r"[01] \d\.\d{4} \d\.\d{4} \d\.\d{4} \d\.\d{4}", x) for x in lines)
+    assert lines[0].startswith("0 ")  # both classes score 0.25: the first wins, as in darknet
+    assert main(argv[:-2] + ["-thresh", "0.3"]) == 0  # nothing above: an empty file, replaced
+    assert (tmp_path / "shots" / "a.txt").read_text() == ""
+
+
+def test_yolo_label_lines_best_class_per_box_in_order() -> None:
+    from darknetpy.inference.darknet_output import yolo_label_lines
+    from darknetpy.inference.records import Box, Detection, Prediction
+
+    def det(class_id: int, score: float, box_index: int) -> Detection:
+        rel = (0.5, 0.25 * (box_index + 1), 0.125, 0.0625)
+        return Detection(class_id, str(class_id), score, Box(0, 0, 1, 1), 1.0, rel, box_index)
+
+    prediction = Prediction("x.jpg", 8, 8, (det(2, 0.9, 1), det(0, 0.6, 0), det(1, 0.7, 0),
+                                            det(0, 0.3, 2), det(3, 0.9, 1)))
+    assert yolo_label_lines(prediction, 0.5) == ["1 0.5000 0.2500 0.1250 0.0625",
+                                                 "2 0.5000 0.5000 0.1250 0.0625"]
+
+
+def test_dash_i_selects_the_gpu(model: _Model, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["detector", "test", "d.data", "c.cfg", "w.weights", "x.jpg", "-i", "1"]
+    assert translate_darknet_form(argv)[-2:] == ["--device", "cuda:1"]
+    assert translate_darknet_form(["detector", "train", "d", "c", "-i", "1"])[-2:] == ["--gpus", "1"]
+    assert translate_darknet_form(["detector", "map", "d", "c", "w", "-i", "2"])[-2:] == [
+        "--device", "cuda:2"]
+    _cuda(monkeypatch, 0)
+    argv = ["detector", "test", str(model.data), str(model.cfg), str(model.weights),
+            str(model.video), "-i", "0", "-dont_show"]
+    assert main(argv) == 2
+    assert "CUDA is not available" in _one_error_line(capsys)
+    seen = _fake_train(monkeypatch)
+    assert main(["detector", "train", "x.data", "x.cfg", "-i", "0"]) == 2
+    assert "CUDA is not available" in _one_error_line(capsys) and not seen

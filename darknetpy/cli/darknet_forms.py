@@ -142,8 +142,8 @@ def translate_darknet_form(argv: list[str], notes: list[str] | None = None) -> l
                              "the weights file")  # fmt: skip
         sources = sources or [f"camera:{camera or 0}"]
         shown = [] if "-dont_show" in given else ["--show"]  # demo opens a window unless told
-        saved = [] if "-out_filename" in given else ["--no-save"]  # and saves only -out_filename
-        return ["detect", cfg, weights, *sources, "--names-from-data", data, *shown, *saved,
+        # and saves nothing but the -out_filename video
+        return ["detect", cfg, weights, *sources, "--names-from-data", data, *shown, "--no-save",
                 *translated]  # fmt: skip
     return [target, cfg, data, *more, *translated]
 

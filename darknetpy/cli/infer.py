@@ -48,6 +48,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         ext_output=args.ext_output,
         show=args.show and not args.dont_show,
         batch_size=args.batch_size,
+        save_labels=args.save_labels,
+        out_filename=Path(args.out_filename) if args.out_filename else None,
     )
     what = f"{summary.images} images" + (
         f", {summary.frames} video frames" if summary.frames else ""
@@ -148,7 +150,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "source",
         nargs="*",
-        help="images, folders, text lists of images, or videos (default: a list on stdin)",
+        help="images, folders, text lists of images, videos, streams (rtsp://, http://) or "
+        "webcams (camera:N) (default: a list of images on stdin)",
     )
     p.add_argument("--names", help="class names, one per line (default: class ids)")
     p.add_argument("--names-from-data", metavar="DATA", help="take names= from this .data file")
@@ -173,6 +176,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="folder for the drawn images (<name>.jpg) and videos (<name>.mp4)",
     )
     p.add_argument("--no-save", action="store_true", help="draw and save nothing")
+    p.add_argument(
+        "--save-labels",
+        action="store_true",
+        help="write each image's detections as a YOLO label file beside it (darknet's "
+        "-save_labels: <image>.txt, or labels/ for an images/ folder), replacing any there",
+    )
+    p.add_argument(
+        "--out-filename",
+        metavar="VIDEO",
+        help="the drawn video of the one video/stream/camera source (darknet's demo -out_filename)",
+    )
     p.add_argument("--json", metavar="OUT", help="write darknet's JSON (with pixel boxes) here")
     p.add_argument(
         "--ext-output", action="store_true", help="print each box in pixels (darknet's -ext_output)"

@@ -1,7 +1,7 @@
 """What darknet's ``detector test`` shows for one image's detections: the console lines
 (``image.c: draw_detections_v3, get_actual_detections``), the drawn image (``draw_detections_v3``,
 ``get_color``) and an entry of the ``-out`` JSON (``network.c: detection_to_json``, here with pixel
-boxes added)."""
+boxes added), and the ``-save_labels`` label files (``test_detector``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .inference_model import Prediction
 
-__all__ = ["DONT_SHOW", "class_color", "darknet_json", "draw_detections", "ext_output_lines"]
+__all__ = ["DONT_SHOW", "class_color", "darknet_json", "draw_detections", "ext_output_lines",
+           "write_yolo_labels", "yolo_label_lines"]
 
 #: Darknet's palette for ``get_color`` (``image.c: colors``), RGB.
 _PALETTE = ((1, 0, 1), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 1, 0), (1, 0, 0))
@@ -168,3 +173,40 @@ def darknet_json(prediction: Prediction, frame_id: int) -> dict[str, Any]:
 def _pixel(value: float, limit: int) -> int:
     """``value`` clamped to [0, limit] as an int; NaN gives 0."""
     return int(min(max(value, 0.0), float(limit))) if value == value else 0
+
+
+def yolo_label_lines(prediction: Prediction, thresh: float) -> list[str]:
+    """Darknet's ``-save_labels`` lines (``detector.c: test_detector``): per box, in detection
+    order, the class of highest probability above ``thresh`` (the first on ties) and the box
+    relative to the image, ``"%d %2.4f %2.4f %2.4f %2.4f"``."""
+    best: dict[int, Any] = {}
+    for d in prediction.detections:
+        kept = best.get(d.box_index)
+        if d.score > thresh and (kept is None or d.score > kept.score or
+                                 (d.score == kept.score and d.class_id < kept.class_id)):
+            best[d.box_index] = d
+    return [f"{d.class_id} {d.relative[0]:2.4f} {d.relative[1]:2.4f} {d.relative[2]:2.4f} "
+            f"{d.relative[3]:2.4f}" for _, d in sorted(best.items())]  # fmt: skip
+
+
+def write_yolo_labels(image: Path, prediction: Prediction, thresh: float,
+                      inputs: Sequence[Path] = ()) -> Path:
+    """Write :func:`yolo_label_lines` to the label file Darknet reads for ``image``
+    (:func:`~darknetpy.data.labels.label_path`: beside it, or under ``labels/`` for an
+    ``images/`` folder), replacing it; returns its path.
+
+    Raises:
+        UsageError: the image has no label-file name (an unknown extension) or the label file
+            would be one of ``inputs``.
+    """
+    from ..data.labels import label_path
+    from ..files import refuse_overwrite
+
+    path = label_path(image)
+    if path.suffix != ".txt":
+        raise UsageError(f"{image}: -save_labels cannot name a label file for this extension "
+                         "(Darknet's 'Failed to infer label file name')")  # fmt: skip
+    refuse_overwrite(path, *inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in yolo_label_lines(prediction, thresh)))
+    return path

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from ..files import atomic_write, refuse_overwrite
-from .darknet_output import darknet_json, draw_detections, ext_output_lines
-from .sources import Source
+from .darknet_output import darknet_json, draw_detections, ext_output_lines, write_yolo_labels
+from .sources import FRAME_KINDS, Source
 
 if TYPE_CHECKING:
     from .inference_model import InferenceModel, Prediction
@@ -63,6 +63,8 @@ def run_detect(
     show: bool = False,
     batch_size: int = 8,
     print_fn: Callable[[str], None] = print,
+    save_labels: bool = False,
+    out_filename: Path | None = None,
 ) -> DetectSummary:
     """Detect on every source; print darknet's lines, save drawn images/videos and JSON.
 
@@ -74,6 +76,10 @@ def run_detect(
         json_path: write darknet's JSON array there (one entry per image or video frame).
         ext_output: add the pixel box to each console line (darknet's ``-ext_output``).
         show: also display each drawn image in a window (needs a display).
+        save_labels: write each image's detections as a YOLO label file where Darknet's
+            ``-save_labels`` does (:func:`~darknetpy.data.labels.label_path`), replacing any there.
+        out_filename: the drawn video of the one video, stream or camera (darknet's demo
+            ``-out_filename``), instead of ``save_dir/<stem>.mp4``.
 
     Raises:
         UsageError: an output file would overwrite an input file.
@@ -112,6 +118,8 @@ def run_detect(
             summary.images += 1
             summary.detections += len(prediction)
             report(prediction, per_image)
+            if save_labels:
+                summary.written.append(write_yolo_labels(source.path, prediction, thresh, inputs))
             entries.append(darknet_json(prediction, frame_id))
             if save_dir is not None or show:
                 drawn = draw_detections(
@@ -129,18 +137,23 @@ def run_detect(
                     summary.written.append(out)
                 if show:
                     _show(drawn)
-    for source in (s for s in sources if s.kind == "video"):
-        out = _output_path(save_dir, source.path, ".mp4", used) if save_dir is not None else None
+    framed = [s for s in sources if s.kind in FRAME_KINDS]
+    if out_filename is not None and (len(framed) != 1 or images):
+        raise UsageError(f"--out-filename {out_filename}: needs exactly one video, stream or "
+                         f"camera source (got {len(framed)}, and {len(images)} images)")
+    for source in framed:
+        out = out_filename if out_filename is not None else (
+            _output_path(save_dir, source.path, ".mp4", used) if save_dir is not None else None)
         if out is not None:
             refuse_overwrite(out, *inputs)
         for prediction in _run_video(
             model,
-            source.path,
+            source,
             out,
             thresh=thresh,
             nms=nms,
             letter_box=letter_box,
-            batch_size=batch_size,
+            batch_size=batch_size if source.kind == "video" else 1,  # live: frame by frame
             show=show,
         ):
             frame_id += 1
@@ -159,10 +172,10 @@ def run_detect(
     return summary
 
 
-def _show(image: np.ndarray) -> None:
+def _show(image: np.ndarray, wait: int = 0) -> None:
     try:
         cv2.imshow("predictions", image)
-        cv2.waitKey(0)
+        cv2.waitKey(wait)  # 0: until a key (images), 1: the next frame (videos)
     except cv2.error as exc:
         raise UsageError(f"cannot open a window ({exc.err}); run with --dont-show") from None
 
@@ -183,7 +196,7 @@ def _frames(capture: cv2.VideoCapture, batch: int) -> Iterator[list[np.ndarray]]
 
 def _run_video(
     model: InferenceModel,
-    path: Path,
+    source: Source,
     out: Path | None,
     *,
     thresh: float,
@@ -193,9 +206,9 @@ def _run_video(
     show: bool,
 ) -> Iterator[Prediction]:
     """Every frame of a video (BGR frames, as darknet's ``demo`` reads them), drawn into ``out``."""
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(source.capture)
     if not capture.isOpened():
-        raise DataError(f"{path}: OpenCV cannot open this video")
+        raise DataError(f"{source.name}: OpenCV cannot open this {source.kind}")
     writer = None
     try:
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -209,7 +222,7 @@ def _run_video(
                 batch_size=batch_size,
             )
             for frame, prediction in zip(frames, predictions):
-                prediction = _renamed(prediction, str(path))
+                prediction = _renamed(prediction, source.name)
                 if out is not None or show:
                     drawn = draw_detections(
                         frame, prediction, thresh, model.names, model.classes or 1
@@ -224,7 +237,7 @@ def _run_video(
                                 raise DataError(f"{out}: OpenCV cannot write an mp4v video here")
                         writer.write(drawn)
                     if show:
-                        _show(drawn)
+                        _show(drawn, wait=1)
                 yield prediction
     finally:
         capture.release()

@@ -1,8 +1,10 @@
 """``darknetpy detect``'s inputs: image files, folders, image lists (darknet's ``detector test ... <
-list.txt``) and videos, expanded into :class:`Source` records in command-line order."""
+list.txt``), videos, video streams (``rtsp://``, ``http://``) and webcams (``camera:N``, darknet's
+``detector demo ... -c N``), expanded into :class:`Source` records in command-line order."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import IO
 
 from ..errors import DataError, UsageError
 
-__all__ = ["IMAGE_SUFFIXES", "SOURCE_KINDS", "VIDEO_SUFFIXES", "Source", "read_sources"]
+__all__ = ["FRAME_KINDS", "IMAGE_SUFFIXES", "SOURCE_KINDS", "STREAM_SCHEMES", "VIDEO_SUFFIXES",
+           "Source", "read_sources"]
 
 #: File suffixes read as images (what OpenCV's imread decodes), compared lower-case.
 IMAGE_SUFFIXES = frozenset({
@@ -23,15 +26,52 @@ VIDEO_SUFFIXES = frozenset({
     ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
     ".ts", ".mts", ".m2ts", ".ogv",
 })
-SOURCE_KINDS = MappingProxyType({"image": "an image file", "video": "a video file"})
+SOURCE_KINDS = MappingProxyType({
+    "image": "an image file", "video": "a video file",
+    "stream": "a video stream (rtsp://, rtmp://, http://, https://)",
+    "camera": "a webcam (camera:N; darknet's demo -c N)",
+})
+#: The kinds read frame by frame with ``cv2.VideoCapture``.
+FRAME_KINDS = frozenset({"video", "stream", "camera"})
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+_CAMERA = re.compile(r"camera:(\d+)")
 
 
 @dataclass(frozen=True)
 class Source:
-    """One input: ``kind`` is a key of :data:`SOURCE_KINDS`."""
+    """One input: ``kind`` is a key of :data:`SOURCE_KINDS`.
+
+    ``path`` is the file (for a stream or camera a file-name-safe stand-in, which names its output
+    video); ``address`` is the stream's URL exactly as given (``Path`` would cut ``rtsp://`` to
+    ``rtsp:/``) or the camera's index.
+    """
 
     kind: str
     path: Path
+    address: str = ""
+
+    @property
+    def name(self) -> str:
+        """What the console lines and JSON call it: the URL, ``camera:N`` or the file path."""
+        return self.address if self.kind == "stream" else (
+            f"camera:{self.address}" if self.kind == "camera" else str(self.path))  # fmt: skip
+
+    @property
+    def capture(self) -> str | int:
+        """The argument of ``cv2.VideoCapture``."""
+        return int(self.address) if self.kind == "camera" else (self.address or str(self.path))
+
+
+def _frame_source(raw: str) -> Source | None:
+    """A stream URL or ``camera:N`` (unless a file of that name exists), else None."""
+    if raw.lower().startswith(STREAM_SCHEMES):
+        stand_in = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.split("://", 1)[1]).strip("_") or "stream"
+        return Source("stream", Path(stand_in[:80]), raw)
+    if (m := _CAMERA.fullmatch(raw)) and not Path(raw).exists():
+        return Source("camera", Path(f"camera{m[1]}"), m[1])
+    return None
+
+
 
 
 def read_sources(sources: Sequence[str | Path], stdin: IO[str] | None = None) -> list[Source]:
@@ -57,6 +97,9 @@ def read_sources(sources: Sequence[str | Path], stdin: IO[str] | None = None) ->
         return [Source("image", p) for p in paths]
     out: list[Source] = []
     for raw in sources:
+        if isinstance(raw, str) and (frames := _frame_source(raw)) is not None:
+            out.append(frames)
+            continue
         path = Path(raw)
         suffix = path.suffix.lower()
         if path.is_dir():
