@@ -370,3 +370,29 @@ def test_train_refuses_recurrent_layers_with_one_line(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
     assert f"{cfg}:7 [gru]: training recurrent layers is not supported" in err[0]
+
+
+def test_a_traced_graph_starts_every_call_from_zeros() -> None:
+    """ONNX and TorchScript graphs hold no state: the state must not be baked in as a constant,
+    and tracing leaves the eager state alone."""
+    body = "[rnn]\noutput=2\nhidden=3\n[crnn]\nsize=1\nhidden=2\noutput=2\n"
+    net, reference = build(body, inputs=3), build(body, inputs=3)
+    randomize(net)
+    randomize(reference)
+    x = torch.randn(1, 3, 1, 1, generator=torch.Generator().manual_seed(4))
+    expected = [run(reference, x) for _ in range(3)]
+    assert not torch.equal(expected[0], expected[1])
+    fresh, second = run(net, x), run(net, x)
+    class Last(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            return self.net(v)[0]
+
+    with torch.no_grad():
+        traced = torch.jit.trace(Last(), x, check_trace=False)
+    torch.testing.assert_close(traced(x), fresh)
+    torch.testing.assert_close(traced(x), fresh)
+    torch.testing.assert_close(run(net, x), expected[2])

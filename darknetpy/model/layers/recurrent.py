@@ -15,7 +15,8 @@ step per call and one in ``train()`` mode runs ``time_steps`` steps (N must be a
 video run through a recurrent network sees its past. It is not part of the state dict nor of the
 ``.weights`` file. :meth:`RecurrentLayer.reset_state` (or :func:`reset_recurrent_state` for a whole
 network) sets it back to zeros, the state of a freshly built network; it also starts from zeros when
-the number of sequences, the device or the dtype changes. Darknet itself zeroes the state of
+the number of sequences, the device or the dtype changes. A traced or exported (ONNX) graph holds
+no state: every call of it starts from zeros. Darknet itself zeroes the state of
 ``[rnn]`` and ``[crnn]`` at the start of every training-mode forward pass, and that of
 ``[conv_lstm]`` before computing mAP during training; it never resets ``[lstm]`` or ``[gru]``.
 
@@ -64,12 +65,16 @@ class RecurrentLayer(DarknetLayer):
     def carried(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """The state ``name`` kept from the last call, or zeros when there is none that fits."""
         state = self._state.get(name)
+        if _exporting():  # a traced or ONNX graph has no state: each call starts from zeros
+            return like.new_zeros(shape)
         if state is None or state.shape != shape or state.device != like.device or state.dtype != like.dtype:
             return like.new_zeros(shape)
         return state
 
     def keep(self, **states: Tensor) -> None:
         """Keep the states for the next call (detached: no graph grows across calls)."""
+        if _exporting():
+            return
         self._state.update({name: t.detach() for name, t in states.items()})
 
     def steps(self, n: int) -> int:
@@ -101,6 +106,10 @@ class RecurrentLayer(DarknetLayer):
     def bflops(self) -> float:
         """Darknet leaves ``l.bflops`` at 0 for ``[rnn]``, ``[lstm]`` and ``[gru]``."""
         return 0.0
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def reset_recurrent_state(module: nn.Module) -> None:
