@@ -34,7 +34,7 @@ from ...errors import UsageError
 from ..cfg import Options
 from ..layers.base import BuildContext, DarknetLayer
 from .detections import Detections
-from .records import HeadLoss, HeadStats, LossTerms
+from .records import HeadLoss, LazyMapping, LossTerms, TruthRows
 
 __all__ = ["Candidates", "DetectionHead", "HeadInput", "compute_loss"]
 
@@ -69,6 +69,8 @@ class DetectionHead(DarknetLayer):
     darknet_name: ClassVar[str] = "head"
     #: True for heads reading several levels (``layers=``): :meth:`head_input` is then a list.
     per_level: ClassVar[bool] = False
+    #: True for heads whose :meth:`loss` takes a :class:`TruthRows` (else they get its ``rows``).
+    takes_truth_rows: ClassVar[bool] = False
     options: Any
 
     @classmethod
@@ -172,8 +174,8 @@ class DetectionHead(DarknetLayer):
 
 
 def compute_loss(
-    net: Any, head_inputs: Mapping[int, HeadInput], truth: torch.Tensor | np.ndarray, *,
-    input_size: tuple[int, int] | None = None, seen: int = 0,
+    net: Any, head_inputs: Mapping[int, HeadInput], truth: torch.Tensor | np.ndarray | TruthRows,
+    *, input_size: tuple[int, int] | None = None, seen: int = 0,
 ) -> LossTerms:
     """Every head's loss (:meth:`DetectionHead.loss`), summed into one training scalar.
 
@@ -182,13 +184,15 @@ def compute_loss(
             ``net.width/height``).
         head_inputs: ``{head layer index: DetectionHead.head_input}`` (see ``Network.head_inputs``).
         truth: (N, T, 5+) rows (x, y, w, h, class) relative to the network input; rows end at the
-            first x == 0.
+            first x == 0. A :class:`TruthRows` (rows on the device and their host copy) lets
+            Darknet's heads compute without waiting for the device.
         input_size: the current network (width, height), when random resizing changed it.
         seen: images seen so far (``[region]`` pulls boxes toward their anchors while < 12800).
 
     Returns:
         :class:`LossTerms`; for Darknet's heads ``total.backward()`` leaves ``-delta`` in each head
-        input's gradient.
+        input's gradient. ``costs`` and ``stats`` are read from the device on first access;
+        ``cost_tensor`` stays there.
 
     Raises:
         UsageError: no head inputs, or an index that is not a detection head.
@@ -198,9 +202,11 @@ def compute_loss(
     if input_size is None:
         input_size = (int(net.net.width), int(net.net.height))
     total: torch.Tensor | None = None
-    costs: dict[int, float | tuple[float, ...]] = {}
-    stats: dict[int, HeadStats] = {}
+    costs: dict[int, Any] = {}
+    stats: dict[int, Any] = {}
     deltas: dict[int, torch.Tensor] = {}
+    cost_sum: torch.Tensor | None = None
+    rows = truth.rows if isinstance(truth, TruthRows) else truth
     for index in sorted(head_inputs):
         layer = net.layers[index]
         if not isinstance(layer, DetectionHead):
@@ -208,13 +214,21 @@ def compute_loss(
                 f"layer {index} ({getattr(layer, 'darknet_name', type(layer).__name__)}) is not a "
                 "detection head"
             )
-        result = layer.loss(head_inputs[index], truth, input_size=input_size, seen=seen)
+        result = layer.loss(head_inputs[index], truth if layer.takes_truth_rows else rows,
+                            input_size=input_size, seen=seen)  # fmt: skip
         assert result.total is not None, f"{type(layer).__name__}.loss gave no total"
         total = result.total if total is None else total + result.total
-        costs[index] = float(result.cost) if result.terms is None else tuple(result.terms)
         stats[index] = result.stats
+        if result.terms is None:
+            costs[index] = (lambda c=result.cost: float(c))  # read when looked at
+            cost = result.cost.to(torch.float64)
+        else:
+            costs[index] = tuple(result.terms)
+            head_stats = result.stats() if callable(result.stats) else result.stats
+            cost = torch.tensor(float(head_stats.cost), dtype=torch.float64)
+        cost_sum = cost.to(total.device) if cost_sum is None else cost_sum + cost.to(total.device)
         if result.delta is not None:
             deltas[index] = result.delta
-    assert total is not None
-    return LossTerms(total=total, costs=MappingProxyType(costs), stats=MappingProxyType(stats),
-                     deltas=MappingProxyType(deltas))
+    assert total is not None and cost_sum is not None
+    return LossTerms(total=total, costs=LazyMapping(costs), stats=LazyMapping(stats),
+                     deltas=MappingProxyType(deltas), cost_tensor=cost_sum / len(costs))

@@ -72,6 +72,7 @@ class DarknetHead(DetectionHead):
 
     darknet_name: ClassVar[str] = "darknet"
     reads: ClassVar[str] = "classes= or mask="  # the keys that set the channels it needs
+    takes_truth_rows: ClassVar[bool] = True  # darknet_loss sizes its work from the host copy
 
     def __init__(self, section: Section, index: int, sources: Sequence[int], in_shape: Shape,
                  out_shape: Shape, options: Any) -> None:

@@ -1,12 +1,50 @@
-"""What a detection head's loss returns (:class:`HeadLoss`), and the network's sum
-(:class:`LossTerms`)."""
+"""What a detection head's loss returns (:class:`HeadLoss`), the network's sum (:class:`LossTerms`),
+and the truth rows a training step hands to the heads (:class:`TruthRows`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+import numpy as np
 import torch
+
+
+@dataclass(frozen=True, eq=False)
+class TruthRows:
+    """A mini-batch's truth rows ``(x, y, w, h, class, ...)`` twice: on the loss's device and as
+    the loader's host array, so that a head can size its work (truth slots in use, truths per
+    cell) without reading the device.
+
+    Attributes:
+        rows: (N, T, 5+) float32 on the device of the head inputs (zero rows end an image's list).
+        host: the same values, (N, T, 5+) float32 in host memory.
+    """
+
+    rows: torch.Tensor
+    host: np.ndarray
+
+
+class LazyMapping(Mapping):
+    """``{key: value}`` whose values are computed on the first read (each a zero-argument callable),
+    so that figures living on the device are read only when someone looks at them."""
+
+    def __init__(self, sources: Mapping[Any, Any]) -> None:
+        self._sources = dict(sources)
+        self._values: dict[Any, Any] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if key not in self._values:
+            source = self._sources[key]
+            self._values[key] = source() if callable(source) else source
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
 
 
 @dataclass(frozen=True)
@@ -42,8 +80,10 @@ class HeadLoss:
     Attributes:
         delta: Darknet's ``l.delta`` (the head input's shape, detached), or None for a head whose
             loss is differentiated by autograd.
-        cost: 0-dim float64: what the head prints and :attr:`LossTerms.cost` averages.
-        stats: the printed figures.
+        cost: 0-dim float64 (on the input's device): what the head prints and
+            :attr:`LossTerms.cost` averages.
+        stats: the printed figures, or a zero-argument callable making them (Darknet's heads: the
+            figures stay on the device until read).
         total: the scalar ``backward()`` starts from. Darknet's heads give
             ``-(delta * z).sum()`` over their input ``z`` (see :meth:`with_surrogate`), so its
             gradient is exactly ``-delta``.
@@ -54,7 +94,7 @@ class HeadLoss:
 
     delta: torch.Tensor | None
     cost: torch.Tensor
-    stats: HeadStats
+    stats: HeadStats | Callable[[], HeadStats]
     total: torch.Tensor | None = None
     terms: tuple[float, ...] | None = None
 
@@ -77,12 +117,15 @@ class LossTerms:
             iou, obj, cls, l1, num_fg/num_gt).
         stats: ``{layer index: HeadStats}``.
         deltas: ``{layer index: Darknet's delta}`` (detached, the head input's shape).
+        cost_tensor: :attr:`cost` as a 0-dim float64 tensor on the loss's device (None where not
+            computed): what a training step sums without reading the device.
     """
 
     total: torch.Tensor
     costs: Mapping[int, float | tuple[float, ...]]
     stats: Mapping[int, HeadStats]
     deltas: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    cost_tensor: torch.Tensor | None = None
 
     @property
     def cost(self) -> float:

@@ -17,7 +17,7 @@ import torch
 from ...boxes import box_giou, box_iou
 from ..yolo_box import exp_times_float, get_yolo_box, shift_yolo_point
 from .iou_grad import dx_box_iou, fix_nan_inf
-from .specs import FLT_MAX, YoloSpec
+from .specs import FLT_MAX, YoloSpec, device_tensor
 
 _FOCAL_ALPHA = 0.5  # delta_yolo_class / delta_region_class: alpha hard-coded to 0.5
 _SIGMA_CONST = 0.3  # delta_gaussian_yolo_box
@@ -29,7 +29,7 @@ def _mult(spec: Any, cls: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     ones = torch.ones(cls.shape, dtype=dtype, device=cls.device)
     if spec.class_multipliers is None:
         return ones
-    table = torch.tensor(spec.class_multipliers, dtype=dtype, device=cls.device)
+    table = device_tensor(tuple(spec.class_multipliers), dtype, cls.device)
     inside = (cls >= 0) & (cls < len(table))
     return torch.where(inside, table[cls.clamp(0, len(table) - 1)], ones)
 
@@ -285,21 +285,15 @@ def _gaussian_class_deltas(
     A class id outside [0, classes) (step B does not check it) gets all-negative targets on a first
     hit; on a repeated hit Darknet writes outside the anchor's channels, which is skipped here.
     """
-    k = torch.arange(cls.numel(), device=cur.device)
-    inside = (cls >= 0) & (cls < out.shape[1])
-    kin, cin = k[inside], cls[inside]
     eps = spec.label_smooth_eps
     y_pos = 1 * (1 - eps) + 0.5 * eps if eps else 1.0
-    mult = _mult(spec, cls, cur.dtype)
-    part = cur.clone()
-    part[kin, cin] = (y_pos - out[kin, cin]) * (
-        1 if spec.class_multipliers is None else mult[inside]
-    )
-    onehot = torch.zeros_like(out)
-    onehot[kin, cin] = 1
+    mult = _mult(spec, cls, cur.dtype)[:, None]
+    hot = cls[:, None] == torch.arange(out.shape[1], device=cur.device)  # none outside [0, C)
+    part = torch.where(hot, (y_pos - out) * (1 if spec.class_multipliers is None else mult), cur)
+    onehot = hot.to(out.dtype)
     full = (onehot * (1 - eps) + 0.5 * eps if eps else onehot) - out
     if spec.class_multipliers is not None:
-        full[kin, cin] = full[kin, cin] * (mult[inside] * spec.cls_normalizer)
+        full = torch.where(hot, full * (mult * spec.cls_normalizer), full)
     return torch.where((cur[:, 0] != 0)[:, None], part, full)
 
 

@@ -4,12 +4,10 @@ training mode (step A over every cell, ``truth_thresh``, step B over the assignm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from ..records import HeadLoss, HeadStats
+from ..records import HeadLoss, HeadStats, TruthRows
 from .assign import (
     CellFn,
     Truths,
@@ -18,10 +16,12 @@ from .assign import (
     _negative_rows,
     _rounds,
     best_truth_ious,
+    from_position_rows,
+    position_rows,
     yolo_assignments,
 )
 from .deltas import _gaussian_boxes, _gaussian_class_deltas, _mult, gaussian_box_deltas
-from .specs import YoloSpec
+from .specs import YoloSpec, device_tensor
 from .yolo import scale_x_y_args
 
 _CLASS_MATCH_THRESH = 0.25  # compare_gaussian_yolo_class(..., 0.25f)
@@ -62,43 +62,30 @@ def _gaussian_cells(point: str) -> CellFn:
     return cells
 
 
-@dataclass(frozen=True)
-class _StepB:
-    """Step B's statistics (the locals of ``forward_gaussian_yolo_layer``)."""
-
-    count: int = 0
-    tot_iou: float = 0.0
-    recall50: int = 0
-    recall75: int = 0
-    avg_obj: float = 0.0
-    avg_cat: float = 0.0
-
-
 def gaussian_yolo_loss(
     z: torch.Tensor,
-    truth: torch.Tensor | np.ndarray,
+    truth: torch.Tensor | np.ndarray | TruthRows,
     spec: YoloSpec,
     *,
     input_size: tuple[int, int],
     index: int = -1,
 ) -> HeadLoss:
-    """Darknet's ``forward_gaussian_yolo_layer`` in training mode for one head."""
+    """Darknet's ``forward_gaussian_yolo_layer`` in training mode for one head (nothing here reads
+    the device; the printed figures are read when first looked at)."""
     n, _, h, w = z.shape
     out = gaussian_yolo_activate(z, spec).view(n, len(spec.mask), 9 + spec.classes, h, w)
-    truths = Truths.from_tensor(truth, spec.max_boxes, batch=n, index=index)
+    truths = Truths.from_tensor(truth, spec.max_boxes, batch=n, index=index, device=z.device)
     delta = _gaussian_negatives(out, truths, spec, input_size)
-    acc = _gaussian_positives(out, delta, truths, spec, input_size)
+    delta, pairs = _gaussian_positives(out, delta, truths, spec, input_size)
     _average_gaussian_deltas(delta)
-    loss, stats = _gaussian_cost(delta, out[:, :, 8], acc, index)
-    return HeadLoss(delta.view(z.shape), torch.tensor(loss, dtype=torch.float64), stats)
+    return _gaussian_cost(delta, out[:, :, 8], pairs, index, z.shape)
 
 
 def _slot_anchors(out: torch.Tensor, spec: YoloSpec) -> torch.Tensor:
     """(N, A, H, W, 2) the anchor (pixels) of every position's slot."""
     n, a, _, h, w = out.shape
-    anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=out.device)
-    mask = torch.tensor(spec.mask, device=out.device)
-    return anchors[mask].view(1, a, 1, 1, 2).expand(n, a, h, w, 2)
+    anchors = device_tensor(tuple(spec.anchors[m] for m in spec.mask), torch.float32, out.device)
+    return anchors.view(1, a, 1, 1, 2).expand(n, a, h, w, 2)
 
 
 def _gaussian_negatives(
@@ -108,7 +95,7 @@ def _gaussian_negatives(
     where the best IoU with a truth is > ignore_thresh and some class prob is > 0.25, and the
     ``truth_thresh`` positives. Rows with a negative class take part (the loop only skips class
     >= classes)."""
-    n, a, _, h, w = out.shape
+    n, a, e, h, w = out.shape
     c, device = spec.classes, out.device
     slot_anchor = _slot_anchors(out, spec)
     ii = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w).expand(n, a, h, w)
@@ -124,53 +111,57 @@ def _gaussian_negatives(
     delta = torch.zeros_like(out)
     ignore = best_match > spec.ignore_thresh
     delta[:, :, 8] = torch.where(ignore, torch.zeros_like(obj), spec.obj_normalizer * (0 - obj))
-    classes_all = _mapped(truths.classes, spec.class_map).to(device)
-    if spec.objectness_smooth and bool(ignore.any()):
-        b, s, j, i = torch.nonzero(ignore, as_tuple=True)
-        bm = best_match[b, s, j, i]
-        delta[b, s, 8, j, i] = spec.obj_normalizer * (bm * bm - obj[b, s, j, i])
-        cls = classes_all[b, best_t[b, s, j, i]].clamp(0, c - 1)
-        delta[b, s, 9:, j, i] = _gaussian_class_deltas(
-            delta[b, s, 9:, j, i], out[b, s, 9:, j, i], cls, spec
-        )
-    if spec.truth_thresh < 1.0 and bool((best_iou > spec.truth_thresh).any()):
-        positive = torch.nonzero(best_iou > spec.truth_thresh, as_tuple=True)
-        t = best_t[positive]
-        _gaussian_truth_thresh(
-            out, delta, positive, best_iou[positive], t, truths, spec, input_size
-        )
+    if not truths.boxes.shape[1]:
+        return delta
+    t = best_t.reshape(n, -1)
+    classes = _mapped(truths.classes, spec.class_map).gather(1, t).view(n, a, h, w)
+    if spec.objectness_smooth:
+        d_obj = spec.obj_normalizer * (best_match * best_match - obj)
+        delta[:, :, 8] = torch.where(ignore, d_obj, delta[:, :, 8])
+        rows = position_rows(delta)[:-1]
+        cls = classes.reshape(-1).clamp(0, c - 1)
+        smooth = _gaussian_class_deltas(rows[:, 9:], position_rows(out)[:-1, 9:], cls, spec)
+        smooth = smooth.view(n, a, h, w, c).permute(0, 1, 4, 2, 3)
+        delta[:, :, 9:] = torch.where(ignore.unsqueeze(2), smooth, delta[:, :, 9:])
+    if spec.truth_thresh < 1.0:
+        delta = _gaussian_truth_thresh(out, delta, best_iou, classes, best_t, truths, spec,
+                                       input_size)  # fmt: skip
     return delta
 
 
 def _gaussian_truth_thresh(
     out: torch.Tensor,
     delta: torch.Tensor,
-    where: tuple[torch.Tensor, ...],
-    iou: torch.Tensor,
-    t: torch.Tensor,
+    best_iou: torch.Tensor,
+    classes: torch.Tensor,
+    best_t: torch.Tensor,
     truths: Truths,
     spec: YoloSpec,
     input_size: tuple[int, int],
-) -> None:
-    """Step A, ``best_iou > truth_thresh`` at positions ``where`` (b, s, j, i): the position
-    becomes a positive for its best truth ``t``."""
-    b, s, j, i = where
-    h, w = out.shape[-2:]
+) -> torch.Tensor:
+    """Step A, ``best_iou > truth_thresh``: the position becomes a positive for its best truth
+    (computed at every position, kept where the IoU is over the threshold)."""
+    n, a, e, h, w = out.shape
     device = out.device
-    cls = _mapped(truths.classes, spec.class_map).to(device)[b, t].clamp(0, spec.classes - 1)
+    cls = classes.reshape(-1).clamp(0, spec.classes - 1)
     mult = _mult(spec, cls, out.dtype)
-    o = out[b, s, :, j, i]
-    cur = delta[b, s, :, j, i]
+    iou = best_iou.reshape(-1)
+    t = best_t.reshape(n, -1)
+    truth_b = truths.boxes.gather(1, t.unsqueeze(-1).expand(-1, -1, 4)).reshape(-1, 4)
+    o = position_rows(out)[:-1]
+    old = position_rows(delta)[:-1]
+    cur = old.clone()
     cur[:, 8] = spec.obj_normalizer * ((iou * iou if spec.objectness_smooth else 1) - o[:, 8])
     cur[:, 9:] = _gaussian_class_deltas(cur[:, 9:], o[:, 9:], cls, spec)
     k = torch.arange(cls.numel(), device=device)
     if spec.objectness_smooth:
         cur[k, 9 + cls] = mult * (iou * iou - o[k, 9 + cls])
-    truth_b = truths.boxes.to(device)[b, t]
+    j = torch.arange(h, device=device).view(1, 1, h, 1).expand(n, a, h, w).reshape(-1)
+    i = torch.arange(w, device=device).view(1, 1, 1, w).expand(n, a, h, w).reshape(-1)
     d, _ = gaussian_box_deltas(
         o[:, :8],
         truth_b,
-        _slot_anchors(out, spec)[b, s, j, i],
+        _slot_anchors(out, spec).reshape(-1, 2),
         i,
         j,
         (w, h),
@@ -180,7 +171,8 @@ def _gaussian_truth_thresh(
         spec,
     )
     cur[:, :8] = cur[:, :8] + d.to(cur)
-    delta[b, s, :, j, i] = cur
+    rows = torch.where((best_iou > spec.truth_thresh).reshape(-1, 1), cur, old)
+    return rows.view(n, a, h, w, e).permute(0, 1, 4, 2, 3).contiguous()
 
 
 def _gaussian_positives(
@@ -189,19 +181,19 @@ def _gaussian_positives(
     truths: Truths,
     spec: YoloSpec,
     input_size: tuple[int, int],
-) -> _StepB:
-    """Step B: every (truth, anchor) assignment, the truth's cell taken at its ``yolo_point``
-    and no class check, applied round by round in Darknet's order."""
-    h, w = out.shape[-2:]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step B: every (truth, anchor) pair, the truth's cell taken at its ``yolo_point`` and no
+    class check, applied round by round in Darknet's order. Returns (delta, the sums count,
+    IoU, recall .5, recall .75, objectness, truth-class probability as float64)."""
+    _, a, e, h, w = out.shape
     valid = truths.valid(spec.classes, class_check_first=False, any_class=True)
     cells = _gaussian_cells(spec.yolo_point)
-    asg = yolo_assignments(truths, valid, spec, (w, h), input_size, cell_of=cells)
-    asg = asg.to(out.device)
-    if not asg.b.numel():
-        return _StepB()
+    asg = yolo_assignments(truths, valid, spec, (w, h), input_size, cell_of=cells,
+                           point=spec.yolo_point)  # fmt: skip
+    take = asg.take
     mult = _mult(spec, asg.cls, out.dtype)
     o_all = out[asg.b, asg.slot, :, asg.j, asg.i]
-    anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=out.device)
+    anchors = device_tensor(spec.anchors, torch.float32, out.device)
     box, iou = gaussian_box_deltas(
         o_all[:, :8],
         asg.truth,
@@ -214,17 +206,20 @@ def _gaussian_positives(
         spec.iou_normalizer * mult,
         spec,
     )
-    _apply_gaussian_rounds(delta, asg, o_all, box, mult, spec)
-    k = torch.arange(asg.cls.numel(), device=out.device)
     inside = (asg.cls >= 0) & (asg.cls < spec.classes)
-    return _StepB(
-        count=int(iou.numel()),
-        tot_iou=float(iou.sum()),
-        recall50=int((iou > 0.5).sum()),
-        recall75=int((iou > 0.75).sum()),
-        avg_obj=float(o_all[:, 8].sum()),
-        avg_cat=float(o_all[k[inside], 9 + asg.cls[inside]].sum()),
-    )
+    k = torch.arange(asg.cls.numel(), device=out.device)
+    cat = o_all[k, 9 + asg.cls.clamp(0, spec.classes - 1)]
+
+    def total(x: torch.Tensor, where: torch.Tensor = take) -> torch.Tensor:
+        return torch.where(where, x, torch.zeros_like(x)).sum().to(torch.float64)
+
+    pairs = torch.stack((take.sum().to(torch.float64), total(iou),
+                         (take & (iou > 0.5)).sum().to(torch.float64),
+                         (take & (iou > 0.75)).sum().to(torch.float64), total(o_all[:, 8]),
+                         total(cat, take & inside)))  # fmt: skip
+    if not asg.rounds:
+        return delta, pairs
+    return _apply_gaussian_rounds(delta, asg, o_all, box, mult, spec), pairs
 
 
 def _apply_gaussian_rounds(
@@ -234,20 +229,23 @@ def _apply_gaussian_rounds(
     box: torch.Tensor,
     mult: torch.Tensor,
     spec: YoloSpec,
-) -> None:
+) -> torch.Tensor:
     """Step B's writes: box deltas added, objectness and class deltas set, one round of distinct
-    positions at a time."""
+    positions at a time (``asg.rounds`` rounds, known on the host)."""
     _, a, _, h, w = delta.shape
-    rank = _rounds((((asg.b * a + asg.slot) * h + asg.j) * w + asg.i).cpu()).to(delta.device)
-    for r in range(int(rank.max()) + 1):
-        sel = rank == r
-        b, s, i, j = asg.b[sel], asg.slot[sel], asg.i[sel], asg.j[sel]
-        cur = delta[b, s, :, j, i]
-        o = o_all[sel]
-        cur[:, :8] = cur[:, :8] + box[sel].to(cur)
-        cur[:, 8] = mult[sel] * spec.obj_normalizer * (1 - o[:, 8])
-        cur[:, 9:] = _gaussian_class_deltas(cur[:, 9:], o[:, 9:], asg.cls[sel], spec)
-        delta[b, s, :, j, i] = cur
+    rows = position_rows(delta)
+    spare = rows.shape[0] - 1
+    pos = asg.positions(a, h, w)
+    rank = _rounds(torch.where(asg.take, pos, spare))
+    new_obj = mult * spec.obj_normalizer * (1 - o_all[:, 8])
+    for r in range(asg.rounds):
+        at = torch.where(asg.take & (rank == r), pos, spare)
+        cur = rows[at]
+        cur[:, :8] = cur[:, :8] + box.to(cur)
+        cur[:, 8] = new_obj
+        cur[:, 9:] = _gaussian_class_deltas(cur[:, 9:], o_all[:, 9:], asg.cls, spec)
+        rows[at] = cur
+    return from_position_rows(rows, delta.shape)
 
 
 def _average_gaussian_deltas(delta: torch.Tensor) -> None:
@@ -260,40 +258,48 @@ def _average_gaussian_deltas(delta: torch.Tensor) -> None:
 
 
 def _gaussian_cost(
-    delta: torch.Tensor, obj: torch.Tensor, acc: _StepB, index: int
-) -> tuple[float, HeadStats]:
-    """The end of ``forward_gaussian_yolo_layer``: ``*l.cost`` and the printed line."""
-    n = delta.shape[0]
+    delta: torch.Tensor, obj: torch.Tensor, pairs: torch.Tensor, index: int, shape: torch.Size
+) -> HeadLoss:
+    """The end of ``forward_gaussian_yolo_layer``: ``*l.cost`` (a device tensor) and the printed
+    line, made when read."""
     sq = delta.to(torch.float64) ** 2
-    loss = float(sq.sum())
-    class_loss = float(sq[:, :, 8:].sum())
-    except_uc = loss - float(sq[:, :, 4:8].sum())
-    count, nan = acc.count, float("nan")
+    loss = sq.sum()
+    figures = torch.cat((torch.stack((loss, sq[:, :, 8:].sum(), sq[:, :, 4:8].sum(),
+                                      obj.mean().to(torch.float64))), pairs))  # fmt: skip
+    return HeadLoss(delta.view(shape), loss,
+                    lambda: _gaussian_stats(figures.tolist(), index, delta.shape[0]))
+
+
+def _gaussian_stats(figures: list[float], index: int, n: int) -> HeadStats:
+    """The printed line and figures of ``forward_gaussian_yolo_layer`` from the values read."""
+    loss, class_loss, uc, no_obj, count_f, tot_iou, recall50, recall75, avg_obj, avg_cat = figures
+    except_uc = loss - uc
+    count, nan = int(count_f), float("nan")
 
     def per(x: float) -> float:
         return x / count if count else nan
 
     line = (
-        f"Region {index} Avg IOU: {per(acc.tot_iou):f}, Class: {per(acc.avg_cat):f}, "
-        f"Obj: {per(acc.avg_obj):f}, No Obj: {float(obj.mean()):f}, .5R: {per(acc.recall50):f}, "
-        f".75R: {per(acc.recall75):f},  count: {count}, class_loss = {class_loss / n:.2f}, "
+        f"Region {index} Avg IOU: {per(tot_iou):f}, Class: {per(avg_cat):f}, "
+        f"Obj: {per(avg_obj):f}, No Obj: {no_obj:f}, .5R: {per(recall50):f}, "
+        f".75R: {per(recall75):f},  count: {count}, class_loss = {class_loss / n:.2f}, "
         f"iou_loss = {(except_uc - class_loss) / n:.2f}, "
         f"uc_loss = {(loss - except_uc) / n:.2f}, total_loss = {loss / n:.2f}"
     )
-    return loss, HeadStats(
+    return HeadStats(
         layer=index,
         kind="Gaussian_yolo",
         cost=loss,
         count=count,
-        avg_iou=per(acc.tot_iou),
+        avg_iou=per(tot_iou),
         class_loss=class_loss / n,
         iou_loss=(except_uc - class_loss) / n,
         uc_loss=(loss - except_uc) / n,
         total_loss=loss / n,
-        avg_obj=per(acc.avg_obj),
-        avg_anyobj=float(obj.mean()),
-        avg_cat=per(acc.avg_cat),
-        recall50=per(acc.recall50),
-        recall75=per(acc.recall75),
+        avg_obj=per(avg_obj),
+        avg_anyobj=no_obj,
+        avg_cat=per(avg_cat),
+        recall50=per(recall50),
+        recall75=per(recall75),
         line=line,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ....errors import UsageError
 from ..darknet_head import read_class_map
@@ -85,6 +86,17 @@ def _class_map(path: Path | None) -> tuple[int, ...] | None:
 @functools.lru_cache(maxsize=256)
 def _spec_of(options: Any, make: Callable[[Any], Any]) -> Any:
     return make(options)
+
+
+@functools.lru_cache(maxsize=1024)
+def _device_tensor(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype).to(device)
+
+
+def device_tensor(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, made once per (values, dtype, device): a head's
+    anchors, mask and class tables are not copied to the device at every step. Never write to it."""
+    return _device_tensor(values, dtype, torch.device(device))
 
 
 def cached_spec(options: Any, make: Callable[[Any], Any]) -> Any:
