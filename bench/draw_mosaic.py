@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from darknetpy.data import AugmentConfig, DataConfig, build_train_loader, read_image_list
 from darknetpy.data.dataset import chunk_mode
+from darknetpy.data.loader import unit_float
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -72,7 +73,7 @@ def main() -> int:
             iteration += 1
     loader = build_train_loader(images, aug, args.batch, workers=0, seed=args.seed, chunks=chunks)
     batch = loader.get(iteration, args.size, args.size)
-    grid = draw(batch.images.numpy(), batch.truth.numpy())
+    grid = draw(unit_float(batch.images).numpy(), batch.truth.numpy())
     cv2.imwrite(str(args.out), grid)
     boxes = int((batch.truth[:, :, 0] > 0).sum())
     print(f"iteration {iteration}: {args.batch} images, {boxes} boxes -> {args.out}")

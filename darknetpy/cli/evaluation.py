@@ -31,11 +31,12 @@ def _device(text: str) -> str:
     return text
 
 
-def _check_device(device: str) -> None:
-    import torch
+def _check_device(device: str, tf32: bool = False) -> None:
+    """One line for a device that is not here (``cuda:9``, no CUDA); TF32 as ``--tf32`` says."""
+    from ..devices import parse_device, set_tf32
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu")
+    parse_device(device)
+    set_tf32(tf32)
 
 
 def _points(text: str) -> int:
@@ -65,7 +66,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     if args.json:
         refuse_overwrite(Path(args.json), Path(args.cfg), Path(args.data), Path(args.weights))
-    _check_device(args.device)
+    _check_device(args.device, args.tf32)
     metrics = evaluate(
         Path(args.cfg), Path(args.data), Path(args.weights), thresh=args.thresh,
         iou_thresh=args.iou_thresh, points=args.points, letter_box=True if args.letter_box else None,
@@ -87,7 +88,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_valid(args: argparse.Namespace) -> int:
     from ..evaluation import read_coco_category_ids, read_coco_image_ids, validate
 
-    _check_device(args.device)
+    _check_device(args.device, args.tf32)
     image_ids = category_ids = None
     if args.coco_annotations:
         image_ids = read_coco_image_ids(args.coco_annotations)
@@ -105,7 +106,7 @@ def cmd_valid(args: argparse.Namespace) -> int:
 def cmd_recall(args: argparse.Namespace) -> int:
     from ..evaluation import iter_recall
 
-    _check_device(args.device)
+    _check_device(args.device, args.tf32)
     rows = iter_recall(
         Path(args.cfg), Path(args.data), Path(args.weights), device=args.device, batch=args.batch
     )
@@ -212,6 +213,8 @@ def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="the .data file (valid=, names=, ...)")
     p.add_argument("weights", help="the .weights file")
     p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--tf32", action="store_true", help="TensorFloat-32 for CUDA's fp32 "
+                   "convolutions (off by default: the CPU's numbers within float32 noise)")
     p.add_argument(
         "--batch",
         type=positive_int,

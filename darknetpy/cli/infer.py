@@ -21,6 +21,7 @@ from .argtypes import positive_int, probability
 def cmd_detect(args: argparse.Namespace) -> int:
     from ..inference.detect_run import run_detect
     from ..inference.sources import read_sources
+    from ..devices import set_tf32
     from ..inference.inference_model import load
 
     if args.names and args.names_from_data:
@@ -31,6 +32,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             Path(args.json), Path(args.cfg), Path(args.weights), *(Path(n) for n in (names,) if n)
         )
     sources = read_sources(args.source, sys.stdin)
+    set_tf32(args.tf32)  # off unless asked: fp32 on CUDA computes what the CPU does
     # run_detect only predicts (model.fused): no unfused copy of the weights (half the memory)
     model = load(
         args.cfg, args.weights, device=args.device, half=args.half, names=names,
@@ -163,6 +165,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="letterbox the images (default: the cfg's [net] letter_box)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--tf32", action="store_true", help="TensorFloat-32 for CUDA's fp32 "
+                   "convolutions (off by default: the CPU's numbers within float32 noise)")
     p.add_argument(
         "--half",
         action=argparse.BooleanOptionalAction,

@@ -31,7 +31,7 @@ def _kwargs(args: argparse.Namespace, device: str) -> dict:
         "max_batches": args.max_batches, "backup": args.backup, "map_epochs": args.map_epochs,
         "thresh": args.thresh, "iou_thresh": args.iou_thresh, "strict": args.strict,
         "progress": False if args.no_progress else None, "chart": not args.no_chart,
-        "bn_momentum": args.bn_momentum,
+        "bn_momentum": args.bn_momentum, "tf32": args.tf32,
     }
 
 
@@ -139,8 +139,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "0.05) or gpu build (0.01); default: the build of --device")
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off",
                    help="mixed precision: fp16 (CUDA, with gradient scaling) or bf16")
+    p.add_argument("--tf32", action="store_true",
+                   help="TensorFloat-32 for CUDA's fp32 convolutions (faster; off by default so "
+                        "that fp32 on CUDA computes what the CPU does)")  # fmt: skip
     p.add_argument("--workers", type=int, metavar="N",
-                   help="data-loading processes (default 0 on <= 2 cores, else 4)")
+                   help="data-loading processes per training process (default: scaled to its "
+                        "share of the cores; on CUDA at least 1)")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of every random draw (default: random, printed)")
     p.add_argument("--max-batches", type=int, metavar="N",
                    help="override [net] max_batches (quick runs)")

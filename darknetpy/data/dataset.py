@@ -41,6 +41,7 @@ __all__ = [
     "Events",
     "ImageCache",
     "TrainSource",
+    "UNIT_LUT",
     "augment_detection",
     "build_iteration",
     "build_slot",
@@ -281,17 +282,18 @@ def build_slot(
     return canvas, truth
 
 
-def _new_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor; in a DataLoader worker its storage is shared memory from the start, so
+def _new_tensor(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor; in a DataLoader worker its storage is shared memory from the start, so
     handing it to the main process costs no copy (as ``default_collate`` does)."""
     if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
+        return torch.empty(shape, dtype=dtype)
     numel = int(np.prod(shape))
-    storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(numel)
-    return torch.empty(0, dtype=torch.float32).new(storage).view(*shape)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+    return torch.empty(0, dtype=dtype).new(storage).view(*shape)
 
 
-_UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255)  # mat_to_image: value / 255.f
+UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255)  # mat_to_image: value / 255.f
+UNIT_LUT.flags.writeable = False
 
 
 def _to_chw_float(image: np.ndarray, out: np.ndarray) -> None:
@@ -300,7 +302,7 @@ def _to_chw_float(image: np.ndarray, out: np.ndarray) -> None:
         out[:] = image.transpose(2, 0, 1)
         return
     for c, channel in enumerate(cv2.split(image)):
-        cv2.LUT(channel, _UNIT_LUT, dst=out[c])
+        cv2.LUT(channel, UNIT_LUT, dst=out[c])
 
 
 def build_iteration(
@@ -310,21 +312,28 @@ def build_iteration(
     """All ``batch`` images of one training iteration.
 
     Returns:
-        ``(images, truth, events)``: float32 tensor (batch, 3, h, w) RGB in [0, 1]; float32
-        tensor (batch, max_boxes, 5) rows ``x, y, w, h, class`` (zero rows after the last box);
-        the :class:`Events` met on the way. In a DataLoader worker both live in shared memory.
+        ``(images, truth, events)``: tensor (batch, 3, h, w) RGB, uint8 (0-255; ``value / 255.f``
+        makes Darknet's float, see ``to_device_images`` in the trainer) unless a chunk of this
+        iteration is a mixup (a blend is no byte): then float32 in [0, 1]; float32 tensor
+        (batch, max_boxes, 5) rows ``x, y, w, h, class`` (zero rows after the last box); the
+        :class:`Events` met on the way. In a DataLoader worker both live in shared memory.
     """
-    images_t = _new_tensor((batch, 3, h, w))
+    bounds = [(chunk, start, stop) for chunk, (start, stop)
+              in enumerate(chunk_bounds(batch, chunks)) if start != stop]  # fmt: skip
+    modes = {chunk: chunk_mode(aug, seed, iteration, chunk) for chunk, _, _ in bounds}
+    as_bytes = 1 not in modes.values()
+    images_t = _new_tensor((batch, 3, h, w), torch.uint8 if as_bytes else torch.float32)
     truth_t = _new_tensor((batch, aug.max_boxes, 5))
     images, truth = images_t.numpy(), truth_t.numpy()
     events = Events()
-    for chunk, (start, stop) in enumerate(chunk_bounds(batch, chunks)):
-        if start == stop:
-            continue
-        mode = chunk_mode(aug, seed, iteration, chunk)
+    for chunk, start, stop in bounds:
         for slot in range(start, stop):
             image, truth[slot] = build_slot(
-                source, aug, mode, w, h, slot_generator(seed, iteration, slot), events
+                source, aug, modes[chunk], w, h, slot_generator(seed, iteration, slot), events
             )
-            _to_chw_float(image, images[slot])
+            if as_bytes:
+                assert image.dtype == np.uint8, f"mode {modes[chunk]} built {image.dtype} pixels"
+                images[slot] = image.transpose(2, 0, 1)
+            else:
+                _to_chw_float(image, images[slot])
     return images_t, truth_t, events

@@ -28,9 +28,13 @@ Usage::
   ``iterate`` with workers need the usual ``if __name__ == "__main__":`` guard.
 * The result of iteration k depends only on ``(images, aug, batch, seed, chunks, k, size)``: not
   on ``workers``, the cache or the order of calls, so a run resumed at k sees the same batches.
-* ``images``: float32 (batch, 3, h, w) RGB in [0, 1]. ``truth``: float32 (batch, max_boxes, 5)
-  rows ``x, y, w, h, class`` relative to the image, zero-padded; the first row with ``x == 0``
-  ends the list, as in Darknet.
+* ``images``: (batch, 3, h, w) RGB: uint8 (a quarter of float32's bytes through shared and pinned
+  memory; the trainer makes it float, ``value / 255``, on the device), or float32 in [0, 1] in an
+  iteration with a mixup chunk (a blend of two images is not a byte). ``truth``: float32
+  (batch, max_boxes, 5) rows ``x, y, w, h, class`` relative to the image, zero-padded; the first
+  row with ``x == 0`` ends the list, as in Darknet.
+* With workers, the worker processes live as long as the loader (``persistent_workers``): a new
+  ``iterate`` after a resize reuses them; :meth:`TrainLoader.close` ends them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -48,10 +53,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .augment import AugmentConfig
-from .dataset import DARKNET_CHUNKS, Events, ImageCache, TrainSource, build_iteration
+from .dataset import DARKNET_CHUNKS, UNIT_LUT, Events, ImageCache, TrainSource, build_iteration
 from .labels import LabelReport
 
-__all__ = ["Batch", "DataSummary", "TrainLoader", "build_train_loader"]
+__all__ = ["Batch", "DataSummary", "TrainLoader", "build_train_loader", "unit_float"]
 
 SizeFn = Callable[[int], tuple[int, int]]
 
@@ -63,7 +68,7 @@ class Batch:
     iteration: int
     width: int
     height: int
-    images: torch.Tensor  # float32 (batch, 3, height, width), RGB in [0, 1]
+    images: torch.Tensor  # (batch, 3, height, width) RGB: uint8, or float32 in [0, 1] (mixup)
     truth: torch.Tensor  # float32 (batch, max_boxes, 5): x, y, w, h, class; zero-padded
     events: Events = field(default_factory=Events, repr=False, compare=False)
     cpu_seconds: float = field(default=0.0, compare=False)  # CPU time spent building it
@@ -136,6 +141,9 @@ class _IterationDataset(Dataset):
 
 
 class _PlanSampler(Sampler):
+    """``(iteration, w, h)`` from ``start``; :class:`TrainLoader` re-aims it before each ``iterate``
+    (the DataLoader, and with it the persistent workers, stays the same)."""
+
     def __init__(self, start: int, stop: int | None, size: SizeFn) -> None:
         self.start, self.stop, self.size = start, stop, size
 
@@ -145,6 +153,21 @@ class _PlanSampler(Sampler):
             w, h = self.size(iteration)
             yield iteration, int(w), int(h)
             iteration += 1
+
+
+@lru_cache(maxsize=8)
+def _unit_lut(device: torch.device) -> torch.Tensor:
+    return torch.tensor(UNIT_LUT, device=device)
+
+
+def unit_float(images: torch.Tensor) -> torch.Tensor:
+    """Batch images as float32 in [0, 1] on their device: uint8 ``value / 255.f`` (Darknet's
+    ``mat_to_image``) by a table look-up, bit-identical on every device (CUDA's division by a
+    scalar multiplies by its reciprocal, which rounds 126 of the 256 values differently); float
+    images (mixup iterations) unchanged."""
+    if images.dtype != torch.uint8:
+        return images
+    return _unit_lut(images.device)[images.long()]
 
 
 def _identity(batch: Batch) -> Batch:
@@ -184,6 +207,8 @@ class TrainLoader:
         self.source, self.aug, self.batch, self.workers = source, aug, batch, max(workers, 0)
         self.seed, self.chunks, self.pin_memory, self.prefetch = seed, chunks, pin_memory, prefetch
         self._dataset = _IterationDataset(source, aug, batch, seed, chunks)
+        self._sampler = _PlanSampler(1, None, lambda _it: (aug.width, aug.height))
+        self._loader: DataLoader | None = None  # built at the first iterate with workers
         self._bad: dict[Path, str] = {}
         self._labels: dict[Path, LabelReport] = {}
         if source.cache is not None:  # found while decoding everything up front
@@ -220,21 +245,30 @@ class TrainLoader:
             for key in sampler:
                 yield self.get(*key)
             return
-        loader = DataLoader(
-            self._dataset,
-            batch_size=None,
-            sampler=_PlanSampler(start, stop, size_fn),
-            num_workers=self.workers,
-            collate_fn=_identity,
-            pin_memory=self.pin_memory,
-            prefetch_factor=self.prefetch,
-            worker_init_fn=_worker_init,
-            multiprocessing_context=_worker_context(),
-            persistent_workers=False,
-        )
-        for batch in loader:
+        self._sampler.start, self._sampler.stop, self._sampler.size = start, stop, size_fn
+        if self._loader is None:
+            self._loader = DataLoader(
+                self._dataset,
+                batch_size=None,
+                sampler=self._sampler,
+                num_workers=self.workers,
+                collate_fn=_identity,
+                pin_memory=self.pin_memory,
+                prefetch_factor=self.prefetch,
+                worker_init_fn=_worker_init,
+                multiprocessing_context=_worker_context(),
+                persistent_workers=True,  # a resize's new iterate reuses the started workers
+            )
+        for batch in self._loader:
             self._record(batch.events)
             yield batch
+
+    def close(self) -> None:
+        """End the worker processes (a later ``iterate`` starts new ones)."""
+        loader, self._loader = self._loader, None
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
     def summary(self) -> DataSummary:
         """Unusable images and label problems met so far (in this process and its workers)."""

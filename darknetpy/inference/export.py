@@ -25,6 +25,7 @@ The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it needs onl
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,7 +136,8 @@ def export_onnx(
             "other detection layer; this network has none"
         )
     path = Path(path)
-    runtime = fuse_conv_batchnorm(network) if fuse else network
+    # a copy either way: the caller's network keeps its device, dtype and train/eval mode
+    runtime = fuse_conv_batchnorm(network) if fuse else copy.deepcopy(network)
     runtime = runtime.to("cpu", torch.float32).eval()
     module = _Exported(runtime, with_decode, all_layers).eval()
     net = network.net

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..data.datafile import DataConfig, read_names
+from ..devices import parse_device
 from ..errors import DataError, UsageError
 from ..model.fastconv import packing_available, prepack_convolutions
 from ..model.heads.detections import network_detections
@@ -61,17 +62,7 @@ __all__ = [
 
 # ---------------------------------------------------------------- the model
 def _resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UsageError(
-            f"device {device!r} is not a torch device; use cpu, cuda or cuda:N"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
-            f"device {device!r}: CUDA is not available on this machine; use --device cpu"
-        )
-    return dev
+    return parse_device(device, what="device")  # cuda:9: one line, not "invalid device ordinal"
 
 
 class InferenceModel(nn.Module):

@@ -34,6 +34,7 @@ from ..model.netconfig import NetConfig
 from ..model.network import Network
 from ..model.recipe_options import RecipeOptions, recipe_name
 from ..model.weights import WeightsHeader, read_weights, write_weights
+from ..devices import parse_device
 from .chart import draw_chart
 from .checkpoint import (
     LoopState,
@@ -44,6 +45,7 @@ from .checkpoint import (
     load_state,
     save_checkpoint,
 )
+from .device_settings import apply_settings, training_settings
 from .map_eval import network_map
 from .recipe_data import RecipeBatches
 from .recipe_init import init_from_scratch, set_recipe_bn_momentum
@@ -172,7 +174,7 @@ class _Run:
 
 def _setup(cfg: Path, data: Path, weights: Path | None, *, map: bool, clear: bool, device: str,
            seed: int | None, max_batches: int | None, backup: str | Path | None, strict: bool,
-           cache: bool | None) -> _Run:
+           cache: bool | None, tf32: bool = False) -> _Run:
     """Network (recipe init, then the weights file), plan, optimizer, EMA, schedule, batches."""
     init_seed = seed if seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(init_seed)
@@ -199,8 +201,9 @@ def _setup(cfg: Path, data: Path, weights: Path | None, *, map: bool, clear: boo
         header = read_weights(weights, net, partial=True)
         state = None if clear else load_state(weights, header)
     set_recipe_bn_momentum(net, r.bn_momentum)
-    dev = torch.device(device)
+    dev = parse_device(device)
     net.to(dev)
+    apply_settings(training_settings(dev, tf32=tf32, workers=0), net)  # cudnn.benchmark, TF32
     loop = state["loop"] if state else LoopState()
     if state is None:
         loop.iteration = 0 if clear else header.seen // c.batch
@@ -271,10 +274,10 @@ def train_recipe(cfg: Path, data: Path, weights: Path | None, *, map: bool = Fal
                  max_batches: int | None = None, backup: str | Path | None = None,
                  map_epochs: int = 4, thresh: float = 0.25, iou_thresh: float = 0.5,
                  strict: bool = False, cache: bool | None = None,
-                 chart: bool = True) -> TrainResult:
+                 chart: bool = True, tf32: bool = False) -> TrainResult:
     """Train a ``recipe=yolov8|yolox`` cfg (see the module docstring)."""
     run = _setup(cfg, data, weights, map=map, clear=clear, device=device, seed=seed,
-                 max_batches=max_batches, backup=backup, strict=strict, cache=cache)
+                 max_batches=max_batches, backup=backup, strict=strict, cache=cache, tf32=tf32)
     loop, c = run.loop, run.c
     every_map = max(1, map_epochs) * run.plan.epoch_iters  # per epochs, as ultralytics validates
 

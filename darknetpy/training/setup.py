@@ -9,7 +9,6 @@ loader, the resize plan and the save schedule: everything the loop of
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 import warnings
@@ -40,6 +39,7 @@ from .checkpoint import (
     default_saveweights,
     load_state,
 )
+from .device_settings import DeviceSettings, apply_settings, training_settings
 from .launch_plan import gpu_lr_factor
 from .multiscale import ResizePlan, map_interval, random_coef
 from .optim import DarknetEMA, DarknetOptimizer, frozen_layers
@@ -97,13 +97,15 @@ class Run:
     every_map: int
     say: Callable[[str], None]
     bar: Any
+    device_settings: DeviceSettings | None = None  # cudnn.benchmark, TF32, channels-last, workers
 
 
 def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path | None, *,
             clear: bool, amp: str, workers: int | None, seed: int | None,
             max_batches: int | None, backup: str | Path | None, map_epochs: int, strict: bool,
             progress: bool | None, cache: bool | None, map: bool = False,
-            bn_momentum: str | None = None, gpu_lr_rule: str = "darknet") -> Run:
+            bn_momentum: str | None = None, gpu_lr_rule: str = "darknet",
+            tf32: bool = False) -> Run:
     """Everything before the first iteration (arguments: :func:`darknetpy.training.train.train`);
     prints the run's summary line."""
     from tqdm import tqdm
@@ -156,6 +158,9 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
     loop.width, loop.height = c.width, c.height
 
     net.to(ctx.device)
+    settings = training_settings(ctx.device, amp=amp, tf32=tf32, workers=workers,
+                                 world_size=ctx.world_size)  # fmt: skip
+    apply_settings(settings, net)  # before DDP and the optimizer see the parameters
     build = bn_momentum or ("gpu" if ctx.device.type == "cuda" else "cpu")
     if build not in BN_MOMENTUM_BY_BUILD:
         raise UsageError(f"--bn-momentum {build}: expected one of "
@@ -194,8 +199,8 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
         np.random.SeedSequence([loop.seed, ctx.rank]).generate_state(1)[0] >> 1)  # fmt: skip
     loader = build_train_loader(
         images, aug, batch=c.batch, seed=rank_seed,
-        workers=workers if workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 4),
-        cache=len(images) <= 2000 if cache is None else cache, pin_memory=ctx.device.type == "cuda",
+        workers=settings.workers,
+        cache=len(images) <= 2000 if cache is None else cache, pin_memory=settings.pin_memory,
     )
     start_index = loop.iteration // ctx.world_size + 1
     plan = ResizePlan((c.width, c.height), random_coef(head.random), c.resize_step, loop.seed,
@@ -226,4 +231,5 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
         torch.autocast(ctx.device.type, dtype=dtype) if dtype else nullcontext(),
         torch.amp.GradScaler(ctx.device.type) if amp == "fp16" else None,
         loader, plan, saves, map_interval(map_epochs, len(images), c.batch), say, bar,
+        device_settings=settings,
     )

@@ -34,6 +34,7 @@ from ..errors import TrainingError, UsageError
 from ..model.heads import compute_loss
 from . import distributed as D
 from .checkpoint import StopRequest, checkpoint_path
+from .device_settings import to_device_images
 from .milestones import draw, evaluate_map, map_due, periodic_saves, save
 from .multiscale import ResizePlan, map_interval, random_size
 from .optim import frozen_layers, inference_layers
@@ -55,7 +56,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
           backup: str | Path | None = None, map_epochs: int = 4, thresh: float = 0.25,
           iou_thresh: float = 0.5, strict: bool = False, progress: bool | None = None,
           cache: bool | None = None, chart: bool = True,
-          bn_momentum: str | None = None, gpu_lr_rule: str = "darknet") -> TrainResult:
+          bn_momentum: str | None = None, gpu_lr_rule: str = "darknet",
+          tf32: bool = False) -> TrainResult:
     """Train a Darknet detector like ``darknet detector train DATA CFG [WEIGHTS]``.
 
     Args:
@@ -68,7 +70,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         clear: start at iteration 0 whatever the weights file says.
         gpus: CUDA ids by local rank (with torchrun or ``--gpus``), as Darknet's ``-gpus``.
         device: ``cpu`` or ``cuda``. amp: ``off``, ``fp16`` (CUDA, gradient scaling) or ``bf16``.
-        workers: loader processes (default: 0 on a machine with 2 cores or fewer, else 4).
+        workers: loader processes per process (default: scaled to its share of the cores,
+            :func:`~darknetpy.training.device_settings.default_workers`).
         seed: base of every random draw (default: random, printed and saved for resumes).
         max_batches: override ``[net] max_batches`` (quick runs).
         backup: checkpoint folder (default: ``backup=`` of the .data file, else ``backup/``).
@@ -81,6 +84,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         gpu_lr_rule: with several processes, ``"darknet"`` multiplies the learning rate by their
             number (Darknet's ``-gpus``), ``"none"`` keeps the cfg's (hank-ai/darknet);
             :mod:`darknetpy.training.launch_plan`.
+        tf32: TensorFloat-32 for CUDA's fp32 convolutions and matmuls (default off: the numbers
+            of the CPU, within float32 noise; :mod:`darknetpy.training.device_settings`).
 
     A cfg with ``[net] recipe=yolov8|yolox`` trains the ultralytics/YOLOX way instead
     (:mod:`darknetpy.training.recipe_loop`).
@@ -96,14 +101,14 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
                             map=map, clear=clear, device=device, seed=seed,
                             max_batches=max_batches, backup=backup, map_epochs=map_epochs,
                             thresh=thresh, iou_thresh=iou_thresh, strict=strict,
-                            cache=cache, chart=chart)  # fmt: skip
+                            cache=cache, chart=chart, tf32=tf32)  # fmt: skip
     ctx = D.setup(device, gpus)
     try:
         run = prepare(ctx, Path(cfg), Path(data), None if weights is None else Path(weights),
                       clear=clear, amp=amp, workers=workers, seed=seed,
                       max_batches=max_batches, backup=backup, map_epochs=map_epochs,
                       strict=strict, progress=progress, cache=cache, map=map,
-                      bn_momentum=bn_momentum, gpu_lr_rule=gpu_lr_rule)  # fmt: skip
+                      bn_momentum=bn_momentum, gpu_lr_rule=gpu_lr_rule, tf32=tf32)  # fmt: skip
         return _loop(run, map=map, thresh=thresh, iou_thresh=iou_thresh, chart=chart)
     finally:
         D.teardown(ctx)
@@ -116,7 +121,8 @@ def _train_step(run: Run, images: torch.Tensor, truth: torch.Tensor) -> float:
     size = (images.shape[-1], images.shape[-2])
     total = 0.0
     for s in range(c.subdivisions):
-        x = images[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
+        x = to_device_images(images[s * c.mini_batch:(s + 1) * c.mini_batch], dev,
+                             channels_last=run.device_settings.channels_last)  # fmt: skip
         t = truth[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
         last = s == c.subdivisions - 1
         with nullcontext() if last or not run.ctx.enabled else run.model.no_sync():
@@ -223,6 +229,7 @@ def _loop(run: Run, *, map: bool, thresh: float, iou_thresh: float, chart: bool)
                 say(f"saved {last_saved}")
     finally:
         batches.close()
+        run.loader.close()  # the persistent workers
         run.bar.close()
     seconds = time.time() - started
     summary = run.loader.summary()

@@ -42,12 +42,10 @@ def test_batch_format_and_truth_consistency(scenes: list[Path]) -> None:
     plain = AugmentConfig(**{**AUG, "hue": 0.0, "saturation": 1.0, "exposure": 1.0})
     loader = build_train_loader(scenes, plain, batch=8, workers=0, seed=3)
     batch = loader.get(1, 64, 48)
-    assert batch.images.shape == (8, 3, 48, 64) and batch.images.dtype == torch.float32
+    assert batch.images.shape == (8, 3, 48, 64) and batch.images.dtype == torch.uint8
     assert batch.truth.shape == (8, 10, 5) and batch.truth.dtype == torch.float32
-    assert 0 <= batch.images.min() and batch.images.max() <= 1
     for image, truth in zip(batch.images.numpy(), batch.truth.numpy()):
-        pixels = np.rint(image.transpose(1, 2, 0) * 255).astype(np.uint8)
-        check_boxes_cover_colours(pixels, truth, 12)
+        check_boxes_cover_colours(np.ascontiguousarray(image.transpose(1, 2, 0)), truth, 12)
     assert (batch.truth[:, :, 0] > 0).sum() > 0
 
 
@@ -124,8 +122,28 @@ def test_mixup_blends_two_images(scenes: list[Path]) -> None:
     loader = build_train_loader(scenes, aug, batch=6, workers=0, seed=0, chunks=6)
     it = next(i for i in range(1, 100) if all(chunk_mode(aug, 0, i, c) == 1 for c in range(6)))
     batch = loader.get(it, 64, 48)
+    assert batch.images.dtype == torch.float32  # a blend is no byte
     levels = batch.images.numpy() * 255
     # a blend of two uint8 images has half-integer levels; plain images have none
     assert (np.abs(levels - np.rint(levels)) > 0.25).mean() > 0.01
     counts = (batch.truth[:, :, 0] > 0).sum(dim=1)
     assert counts.max() >= 3  # truths of both images appended
+
+
+def test_bytes_made_float_equal_darknets_value_over_255(scenes: list[Path]) -> None:
+    """uint8 batches + unit_float give the float32 the loader used to build (mat_to_image's /255.f),
+    bit for bit, for every byte value."""
+    from darknetpy.data.image import to_chw_float
+    from darknetpy.data.loader import unit_float
+
+    every = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
+    want = to_chw_float(every[0].numpy().transpose(1, 2, 0))
+    assert np.array_equal(unit_float(every)[0].numpy(), want)
+    assert unit_float(every).dtype == torch.float32
+    batch = build_train_loader(scenes, AugmentConfig(**AUG, mosaic=True), batch=6, workers=0,
+                               seed=2).get(4, 64, 48)
+    assert batch.images.dtype == torch.uint8
+    assert np.array_equal(unit_float(batch.images).numpy(),
+                          batch.images.numpy().astype(np.float32) / np.float32(255))
+    mixed = torch.rand(2, 3, 4, 4)
+    assert unit_float(mixed) is mixed  # mixup iterations are float already

@@ -224,7 +224,7 @@ def test_loader_skips_and_counts_bad_images_and_never_stops(tmp_path: Path, mode
     loader = loader_mod.build_train_loader(data.images, aug, batch=16, workers=0, seed=3)
     for iteration in range(1, 21):  # 320 draws over 45 images: each is drawn (fixed seed)
         batch = loader.get(iteration, 64, 64)
-        images, truth = batch.images.numpy(), batch.truth.numpy()
+        images, truth = loader_mod.unit_float(batch.images).numpy(), batch.truth.numpy()
         assert images.shape == (16, 3, 64, 64) and np.isfinite(images).all()
         assert images.min() >= 0 and images.max() <= 1
         assert np.isfinite(truth).all()

@@ -160,17 +160,25 @@ def normalize_channels(x: Tensor) -> Tensor:
     return positive / (1e-4 + positive.sum(dim=1, keepdim=True))
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    """fp16/bf16 widened to float32 (e^x overflows fp16 from x = 11.1: inf / inf = NaN)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def normalize_channels_softmax(x: Tensor) -> Tensor:
     """``activate_array_normalize_channels_softmax(use_max_val=0)``: e^x_k / (1e-4 + sum e^x_j),
-    without subtracting the maximum (it overflows where darknet overflows)."""
-    e = torch.exp(x)
-    return e / (1e-4 + e.sum(dim=1, keepdim=True))
+    without subtracting the maximum (it overflows where darknet's float32 overflows); computed in
+    float32 at least, then cast back (``--half``)."""
+    e = torch.exp(_at_least_float32(x))
+    return (e / (1e-4 + e.sum(dim=1, keepdim=True))).to(x.dtype)
 
 
 def normalize_channels_softmax_maxval(x: Tensor) -> Tensor:
-    """``activate_array_normalize_channels_softmax(use_max_val=1)``: the softmax above on x - max."""
-    e = torch.exp(x - x.amax(dim=1, keepdim=True))
-    return e / (1e-4 + e.sum(dim=1, keepdim=True))
+    """``activate_array_normalize_channels_softmax(use_max_val=1)``: the softmax above on x - max
+    (in float32 at least: a half sum of many channels can overflow too)."""
+    w = _at_least_float32(x)
+    e = torch.exp(w - w.amax(dim=1, keepdim=True))
+    return (e / (1e-4 + e.sum(dim=1, keepdim=True))).to(x.dtype)
 
 
 # ---- in-place versions (module-level functions, not lambdas: a network must pickle) ----
