@@ -47,8 +47,15 @@ class DetectionOptions:
     class_scale: float = 1.0
     jitter: float = 0.2
     resize: float = 1.0
-    random: float = 0.0
+    random_box: float = 0.0  # `random=`: the responsible box drawn at random early in training
     reorg: int = 0
+
+    @property
+    def random(self) -> float:
+        """The multi-scale coefficient training reads from the last head: 0. ``[detection]``'s
+        ``random=`` picks boxes (:attr:`random_box`), and Darknet's ``yolo train`` never resizes
+        (its ``[connected]`` input could not change)."""
+        return 0.0
 
     @property
     def inputs(self) -> int:
@@ -88,7 +95,7 @@ def parse_detection_options(opts: Options) -> DetectionOptions:
         class_scale=c_float(opts.get_float("class_scale", 1.0)),
         jitter=c_float(opts.get_float("jitter", 0.2)),
         resize=c_float(opts.get_float("resize", 1.0)),
-        random=c_float(opts.get_float("random", 0.0)),
+        random_box=c_float(opts.get_float("random", 0.0)),
         reorg=opts.get_int("reorg", 0),
     )
 

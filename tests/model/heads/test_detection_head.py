@@ -194,3 +194,24 @@ def test_without_any_overlap_the_box_of_lowest_rmse_is_responsible() -> None:
                                rtol=1e-5)
     assert delta[SIDE * SIDE * 2 + 3 * NUM + 1] == pytest.approx(0 - 0.5)  # rescore, IoU 0
     assert math.isclose(delta[SIDE * SIDE * 2 + 3 * NUM], -0.25)  # noobject .5 * -0.5
+
+
+def test_forced_and_random_choose_the_responsible_box() -> None:
+    truth = torch.tensor([[[0.7, 0.8, 0.25, 0.36, 0]]])  # w * h = .09 < .1: forced picks box 1
+    f = Flat(2)
+    f.box(3, 0, 0.5, (0.4, 0.6, 0.5, 0.6))  # a perfect match, ignored by forced=1
+    conf = SIDE * SIDE * 2 + 3 * NUM
+    forced = _net(classes=2, extra="sqrt=1\nforced=1\n")
+    delta = compute_loss(forced, {1: f.tensor()}, truth).deltas[1].flatten()
+    assert delta[conf + 1].item() == pytest.approx(1.0) and delta[conf].item() == -0.5  # noobject
+    picked = _net(classes=2, extra="sqrt=1\nrandom=1\n")
+    head = picked.layers[1]
+    assert head.options.random == 0.0  # no multi-scale resizing for [detection]
+    draws = np.random.default_rng(5).integers(NUM, size=1)
+    assert draws[0] == 1  # not the best box (0): the draw is what decides
+    head.rng = np.random.default_rng(5)
+    delta = compute_loss(picked, {1: f.tensor()}, truth, seen=100).deltas[1].flatten()
+    assert delta[conf + int(draws[0])].item() == pytest.approx(1.0 - (0.5 if draws[0] == 0 else 0))
+    head.rng = np.random.default_rng(5)  # after 64000 images: the best box again
+    delta = compute_loss(picked, {1: f.tensor()}, truth, seen=64000).deltas[1].flatten()
+    assert delta[conf].item() == pytest.approx(0.5)

@@ -105,7 +105,7 @@ def detection_loss(out: torch.Tensor, truth: torch.Tensor | np.ndarray, o: Detec
     avg_anyobj = float(values[:, conf0:box0].sum(dtype=np.float64))
     avg_iou = avg_cat = avg_allcat = avg_obj = 0.0
     count = 0
-    random = o.random != 0 and seen < 64000
+    random = o.random_box != 0 and seen < 64000
     if random and rng is None:
         rng = np.random.default_rng()
     for b in range(n):
