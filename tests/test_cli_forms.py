@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -167,7 +167,8 @@ def test_cpu_processes_train_with_the_rule(rule: str, rate: float, tiny_run: Cal
 def test_version_and_detector_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
-    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"darknetpy {darknetpy.__version__}"
+    version = capsys.readouterr().out.strip()
+    assert exc.value.code == 0 and version == f"darknetpy {darknetpy.__version__}"
     assert main(["detector", "--help"]) == 0
     out = capsys.readouterr().out
     for verb in ("train", "test", "demo", "map", "valid", "recall", "calc_anchors"):
@@ -321,7 +322,8 @@ def test_save_labels_writes_darknets_label_file(model: _Model, tmp_path: Path,
             "-save_labels", "-dont_show", "-thresh", "0.2"]
     assert main(argv) == 0
     lines = (tmp_path / "shots" / "a.txt").read_text().splitlines()
-    assert lines and all(re.fullmatch(r"[01] \d\.\d{4} \d\.\d{4} \d\.\d{4} \d\.\d{4}", x) for x in lines)
+    line = re.compile(r"[01] \d\.\d{4} \d\.\d{4} \d\.\d{4} \d\.\d{4}")
+    assert lines and all(line.fullmatch(x) for x in lines)
     assert lines[0].startswith("0 ")  # both classes score 0.25: the first wins, as in darknet
     assert main(argv[:-2] + ["-thresh", "0.3"]) == 0  # nothing above: an empty file, replaced
     assert (tmp_path / "shots" / "a.txt").read_text() == ""
@@ -345,7 +347,8 @@ def test_dash_i_selects_the_gpu(model: _Model, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["detector", "test", "d.data", "c.cfg", "w.weights", "x.jpg", "-i", "1"]
     assert translate_darknet_form(argv)[-2:] == ["--device", "cuda:1"]
-    assert translate_darknet_form(["detector", "train", "d", "c", "-i", "1"])[-2:] == ["--gpus", "1"]
+    argv = ["detector", "train", "d", "c", "-i", "1"]
+    assert translate_darknet_form(argv)[-2:] == ["--gpus", "1"]
     assert translate_darknet_form(["detector", "map", "d", "c", "w", "-i", "2"])[-2:] == [
         "--device", "cuda:2"]
     _cuda(monkeypatch, 0)
@@ -356,3 +359,60 @@ def test_dash_i_selects_the_gpu(model: _Model, monkeypatch: pytest.MonkeyPatch,
     seen = _fake_train(monkeypatch)
     assert main(["detector", "train", "x.data", "x.cfg", "-i", "0"]) == 2
     assert "CUDA is not available" in _one_error_line(capsys) and not seen
+
+
+# ------------------------------------------------------------ .pt in map/valid/recall; --lenient
+@pytest.fixture
+def eval_set(model: _Model, tmp_path: Path) -> Path:
+    """The tiny model's .data with valid= over two flat images with one truth each."""
+    from .conftest import make_image_set, write_flat_images
+
+    images = write_flat_images(tmp_path / "val", {"a.png": "0 0.5 0.5 0.4 0.4\n",
+                                                  "b.png": "1 0.3 0.3 0.2 0.2\n"}, size=32)
+    names = model.data.read_text().split("names=")[1].strip()
+    return make_image_set(tmp_path / "set", {"valid": images}, name="e",
+                          data={"classes": 2, "names": names, "results": tmp_path / "res"}).data
+
+
+def test_map_valid_recall_accept_a_pt_checkpoint(model: _Model, eval_set: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pt = tmp_path / "tiny.pt"
+    assert main(["convert", str(model.cfg), str(model.weights), str(pt)]) == 0
+    capsys.readouterr()
+    for verb, extra in (("map", ["--no-coco", "--thresh", "0.2"]), ("recall", []),
+                        ("valid", ["--out", str(tmp_path / "{}.json")])):
+        outputs = []
+        for weights in (model.weights, pt):
+            tail = [e.format(weights.suffix[1:]) for e in extra]
+            assert main([verb, str(model.cfg), str(eval_set), str(weights), *tail]) == 0, verb
+            outputs.append(capsys.readouterr().out.replace(weights.suffix[1:] + ".json", ""))
+        assert outputs[0] == outputs[1] and outputs[0], verb
+    assert (tmp_path / "weights.json").read_text() == (tmp_path / "pt.json").read_text()
+    # and darknet's form
+    assert main(["detector", "map", str(eval_set), str(model.cfg), str(pt), "--no-coco"]) == 0
+
+
+def test_extra_bytes_name_the_lenient_flag(model: _Model, eval_set: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    long = tmp_path / "long.weights"
+    long.write_bytes(model.weights.read_bytes() + bytes(8))
+    runs = {"detect": ["detect", str(model.cfg), str(long), str(model.video), "--no-save"],
+            "map": ["map", str(model.cfg), str(eval_set), str(long), "--no-coco"],
+            "recall": ["recall", str(model.cfg), str(eval_set), str(long)],
+            "valid": ["valid", str(model.cfg), str(eval_set), str(long),
+                      "--out", str(tmp_path / "v.json")]}
+    for verb, argv in runs.items():
+        assert main(argv) == 2, verb
+        err = _one_error_line(capsys)
+        assert "8 bytes left" in err and "--lenient" in err and "lenient=True" in err, err
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # the same warning again, for every verb
+            assert main([*argv, "--lenient"]) == 0, verb
+        err = capsys.readouterr().err
+        assert "darknetpy: warning:" in err and "8 bytes left" in err, verb
+    seen = _fake_train(monkeypatch)
+    assert main(["train", str(model.cfg), str(model.data), str(long), "--lenient"]) == 0
+    assert seen["lenient"] is True
+    assert main(["detector", "test", str(model.data), str(model.cfg), str(long), str(model.video),
+                 "--lenient", "-dont_show"]) == 0

@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from ..errors import UsageError
 
-__all__ = ["DARKNET_FLAGS", "DETECTOR_FORMS", "DETECTOR_VERBS", "detector_help",
+__all__ = ["DARKNET_FLAGS", "DETECTOR_FORMS", "DETECTOR_VERBS", "LENIENT_HELP", "detector_help",
            "translate_darknet_form"]  # fmt: skip
 
 # darknet's detector verbs -> darknetpy's verbs
@@ -37,8 +37,9 @@ DETECTOR_FORMS = MappingProxyType({
 DARKNET_FLAGS = MappingProxyType({
     "-thresh": "--thresh", "-iou_thresh": "--iou-thresh", "-points": "--points", "-gpus": "--gpus",
     "-num_of_clusters": "--num", "-width": "--width", "-height": "--height", "-out": "--json",
-    "-map": "--map", "-clear": "--clear", "-dont_show": "--dont-show", "-ext_output": "--ext-output",
-    "-letter_box": "--letter-box", "-show": "--show", "-mAP_epochs": "--map-epochs", "-hier": "--hier",
+    "-map": "--map", "-clear": "--clear", "-dont_show": "--dont-show",
+    "-ext_output": "--ext-output", "-letter_box": "--letter-box", "-show": "--show",
+    "-mAP_epochs": "--map-epochs", "-hier": "--hier",
     "-save_labels": "--save-labels", "-out_filename": "--out-filename",
 })
 _VALUE_FLAGS = frozenset({"-thresh", "-iou_thresh", "-points", "-gpus", "-num_of_clusters",
@@ -128,10 +129,12 @@ def translate_darknet_form(argv: list[str], notes: list[str] | None = None) -> l
             translated += [DARKNET_FLAGS.get(flag, flag), *([] if value is None else [value])]
     if verb == "calc_anchors":
         if len(positional) != 1:
-            raise UsageError("darknetpy detector calc_anchors DATA -num_of_clusters K -width W -height H")
+            raise UsageError("darknetpy detector calc_anchors DATA -num_of_clusters K -width W "
+                             "-height H")
         return ["calc_anchors", positional[0], *translated]
     if len(positional) < 2:
-        raise UsageError(f"darknetpy detector {verb} DATA CFG [WEIGHTS] ...: missing the .data or .cfg file")
+        raise UsageError(f"darknetpy detector {verb} DATA CFG [WEIGHTS] ...: missing the .data or "
+                         ".cfg file")
     data, cfg, *more = positional
     if verb == "test":
         return ["detect", cfg, *more, "--names-from-data", data, *translated]
@@ -166,3 +169,8 @@ def detector_help(argv: list[str]) -> tuple[str, list[str]] | None:
                 f"(Darknet's -flag names map to them):\n")  # fmt: skip
         return text, [DETECTOR_VERBS[verb], "--help"]
     return None
+
+
+#: ``--lenient``'s help, on every verb that reads a ``.weights`` file.
+LENIENT_HELP = ("load a damaged .weights file as darknet does (extra bytes or an early end: a "
+                "warning instead of an error)")

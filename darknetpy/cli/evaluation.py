@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from ..files import refuse_overwrite
 from .argtypes import positive_int, probability
+from .darknet_forms import LENIENT_HELP
 
 if TYPE_CHECKING:
     from ..data.convert_datasets import ConversionReport
@@ -71,6 +72,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         Path(args.cfg), Path(args.data), Path(args.weights), thresh=args.thresh,
         iou_thresh=args.iou_thresh, points=args.points, letter_box=True if args.letter_box else None,
         device=args.device, coco=not args.no_coco, batch=args.batch, progress=_progress(),
+        lenient=args.lenient,
     )  # fmt: skip
     print(metrics.map.report(metrics.names))
     if metrics.coco is not None:
@@ -96,7 +98,7 @@ def cmd_valid(args: argparse.Namespace) -> int:
     paths = validate(
         Path(args.cfg), Path(args.data), Path(args.weights), out=args.prefix,
         destination=args.out, fmt=args.format, image_ids=image_ids, category_ids=category_ids,
-        device=args.device, batch=args.batch, progress=_progress(),
+        device=args.device, batch=args.batch, progress=_progress(), lenient=args.lenient,
     )  # fmt: skip
     for path in paths:
         print(f"wrote {path}")
@@ -108,7 +110,8 @@ def cmd_recall(args: argparse.Namespace) -> int:
 
     _check_device(args.device, args.tf32)
     rows = iter_recall(
-        Path(args.cfg), Path(args.data), Path(args.weights), device=args.device, batch=args.batch
+        Path(args.cfg), Path(args.data), Path(args.weights), device=args.device, batch=args.batch,
+        lenient=args.lenient,
     )
     for row in rows:
         print(row.format(), flush=True)
@@ -211,8 +214,9 @@ def cmd_convert_coco(args: argparse.Namespace) -> int:
 def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cfg", help="the network .cfg (classes from its last [yolo]/[region] layer)")
     p.add_argument("data", help="the .data file (valid=, names=, ...)")
-    p.add_argument("weights", help="the .weights file")
+    p.add_argument("weights", help="a .weights file or a darknetpy .pt checkpoint")
     p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 for CUDA's fp32 "
                    "convolutions (off by default: the CPU's numbers within float32 noise)")
     p.add_argument(

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..files import refuse_overwrite
 from .argtypes import positive_int, probability
+from .darknet_forms import LENIENT_HELP
 
 
 # ---------------------------------------------------------------- detect
@@ -36,7 +37,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     # run_detect only predicts (model.fused): no unfused copy of the weights (half the memory)
     model = load(
         args.cfg, args.weights, device=args.device, half=args.half, names=names,
-        keep_unfused=False,
+        keep_unfused=False, lenient=args.lenient,
     )
     save_dir = None if args.no_save else Path(args.save_dir)
     summary = run_detect(
@@ -115,7 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         network = network_from_checkpoint(args.weights, args.cfg)
     else:
         network = build_network(args.cfg, quiet=True)
-        network.load_weights(args.weights)
+        network.load_weights(args.weights, lenient=args.lenient)
     export_onnx(
         network,
         out,
@@ -155,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="images, folders, text lists of images, videos, streams (rtsp://, http://) or "
         "webcams (camera:N) (default: a list of images on stdin)",
     )
+    p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--names", help="class names, one per line (default: class ids)")
     p.add_argument("--names-from-data", metavar="DATA", help="take names= from this .data file")
     p.add_argument("--thresh", type=probability, default=0.25, help="detection threshold")
@@ -230,6 +232,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("cfg")
     p.add_argument("weights", help="a .weights file or a darknetpy .pt checkpoint")
     p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help="ONNX opset (>= 11)")
     p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
     p.add_argument(

@@ -26,7 +26,7 @@ def _gpus(text: str) -> list[int]:
 def _kwargs(args: argparse.Namespace, device: str) -> dict:
     return {
         "map": args.map, "clear": args.clear, "gpus": args.gpus, "device": device,
-        "gpu_lr_rule": args.gpu_lr_rule,
+        "gpu_lr_rule": args.gpu_lr_rule, "lenient": args.lenient,
         "amp": args.amp, "workers": args.workers, "seed": args.seed,
         "max_batches": args.max_batches, "backup": args.backup, "map_epochs": args.map_epochs,
         "thresh": args.thresh, "iou_thresh": args.iou_thresh, "strict": args.strict,
@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from ..training.launch_plan import GPU_LR_RULES
+    from .darknet_forms import LENIENT_HELP
 
     p = sub.add_parser(
         "train", help="train a detector (darknet detector train)",
@@ -132,6 +133,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "(the cfg's rate, hank-ai/darknet); default darknet")  # fmt: skip
     p.add_argument("--cpu-processes", type=int, metavar="N",
                    help="N training processes on the CPU (gloo), e.g. to test multi-process runs")
+    p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="default cpu (cuda with --gpus)")
     p.add_argument("--bn-momentum", choices=("cpu", "gpu"), metavar="BUILD",

@@ -64,17 +64,19 @@ def evaluate(
     batch: int = 8,
     keep_detections: bool = False,
     progress: bool = False,
+    lenient: bool = False,
 ) -> Metrics:
     """``darknet detector map DATA CFG WEIGHTS``: mAP on the ``valid`` list (plus COCO AP).
 
-    The cfg's network with ``weights`` loaded, on ``device``, through :func:`evaluate_network`
-    (see it for the arguments).
+    The cfg's network with ``weights`` (a ``.weights`` file or a ``.pt`` checkpoint; ``lenient``:
+    :func:`~.run.load_detector`) loaded, on ``device``, through :func:`evaluate_network` (see it for
+    the arguments).
 
     Raises:
         DataError: unreadable .data, list, names or image; names count differs from the cfg classes.
     """
     config = DataConfig.from_file(data)
-    net, _ = load_detector(cfg, weights, device)
+    net, _ = load_detector(cfg, weights, device, lenient=lenient)
     return evaluate_network(net, config, thresh=thresh, iou_thresh=iou_thresh, points=points,
                             letter_box=letter_box, device=device, coco=coco, batch=batch,
                             keep_detections=keep_detections, progress=progress)  # fmt: skip
@@ -190,6 +192,7 @@ def validate(
     device: str = "cpu",
     batch: int = 8,
     progress: bool = False,
+    lenient: bool = False,
 ) -> list[Path]:
     """``darknet detector valid DATA CFG WEIGHTS``: result files for an external evaluator.
 
@@ -220,7 +223,7 @@ def validate(
             f"{config.where('eval')}: eval={fmt}: darknetpy writes {' or '.join(VALID_FORMATS)} "
             "results; set eval=coco or eval=voc, or pass the format explicitly"
         )
-    net, facts = load_detector(cfg, weights, device)
+    net, facts = load_detector(cfg, weights, device, lenient=lenient)
     names = class_names(config, facts.classes, cfg)
     if category_ids is None and facts.classes <= len(COCO_IDS):
         category_ids = COCO_IDS
@@ -316,6 +319,7 @@ def iter_recall(
     *,
     device: str = "cpu",
     batch: int = 8,
+    lenient: bool = False,
 ) -> Iterator[RecallRow]:
     """``darknet detector recall DATA CFG WEIGHTS``, one cumulative row per image of ``valid=``.
 
@@ -326,7 +330,7 @@ def iter_recall(
     """
     config = DataConfig.from_file(data)
     images = valid_images(config, "data/train.txt")
-    net, facts = load_detector(cfg, weights, device)
+    net, facts = load_detector(cfg, weights, device, lenient=lenient)
     thresh = np.float32(RECALL_DETECTION_THRESH)
     correct = total = proposals = 0
     iou_sum = np.float32(0)

@@ -25,6 +25,7 @@ from ..errors import DataError, UsageError
 from ..inference import pipeline
 from ..model.heads.detections import Detections
 from ..model.network import Network
+from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
 from .records import ScoredBox
 
 
@@ -39,18 +40,25 @@ class DetectorFacts:
 
 
 def load_detector(
-    cfg: str | Path, weights: str | Path | None, device: str | torch.device = "cpu"
+    cfg: str | Path, weights: str | Path | None, device: str | torch.device = "cpu", *,
+    lenient: bool = False,
 ) -> tuple[Network, DetectorFacts]:
     """Build the cfg's network, load ``weights``, move it to ``device`` in eval mode.
+
+    ``weights`` is a ``.weights`` file or a darknetpy ``.pt`` checkpoint (told apart by content,
+    as ``detect`` does); ``lenient`` loads a damaged ``.weights`` file as Darknet does (warning).
 
     Raises:
         UsageError: the cfg has no detection layer.
         CfgError, WeightsError: as :class:`~darknetpy.model.network.Network` raises them.
     """
+    if weights is not None and is_checkpoint(weights):
+        net = network_from_checkpoint(weights, cfg)
+        return net.to(device).eval(), detector_facts(net)
     net = Network.from_cfg(Path(cfg))
     facts = detector_facts(net)
     if weights is not None:
-        net.load_weights(weights)
+        net.load_weights(weights, lenient=lenient)
     net.to(device).eval()
     return net, facts
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from ..data.labels import label_path
 from ..errors import UsageError
+from ..files import refuse_overwrite
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -199,9 +201,6 @@ def write_yolo_labels(image: Path, prediction: Prediction, thresh: float,
         UsageError: the image has no label-file name (an unknown extension) or the label file
             would be one of ``inputs``.
     """
-    from ..data.labels import label_path
-    from ..files import refuse_overwrite
-
     path = label_path(image)
     if path.suffix != ".txt":
         raise UsageError(f"{image}: -save_labels cannot name a label file for this extension "

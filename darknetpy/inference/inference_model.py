@@ -311,6 +311,7 @@ def load(
     strict: bool = False,
     prepack: bool | None = None,
     keep_unfused: bool = True,
+    lenient: bool = False,
 ) -> InferenceModel:
     """Build the inference model of a darknet network.
 
@@ -331,6 +332,7 @@ def load(
             runs (for training, saving ``.weights``, parity checks). False when you only run
             inference: the fused network is built in place, without a second copy of the
             weights (yolov4: about half the memory), and ``model.network`` raises UsageError.
+        lenient: load a damaged ``.weights`` file as Darknet does (a warning instead of an error).
 
     Raises:
         CfgError, WeightsError, DataError, UsageError: naming the file and the problem.
@@ -348,7 +350,7 @@ def load(
     else:
         network = Network.from_cfg(cfg, strict=strict)
         if weights is not None:
-            network.load_weights(weights)
+            network.load_weights(weights, lenient=lenient)
     return InferenceModel(
         network,
         device=device,

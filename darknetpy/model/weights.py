@@ -200,7 +200,8 @@ def read_weights(path: str | Path, network: Network, *, upto: int | None = None,
             if extra == 4 and header.seen_dtype.itemsize == 4:
                 message += "; exactly 4 bytes: was the header written with a 64-bit 'seen' by another version?"
             if not lenient:
-                raise WeightsError(message + " (pass lenient=True to ignore them, as darknet does)")
+                raise WeightsError(message + "; to load it anyway as darknet does, pass --lenient "
+                                   "(lenient=True in Python)")
             warnings.warn(message, WeightsWarning, stacklevel=2)
     network.loaded_layers = loaded
     return header

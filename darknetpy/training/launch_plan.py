@@ -1,4 +1,4 @@
-"""How many training processes, on which devices: Darknet's ``-gpus 0,1`` and its learning-rate rule.
+"""How many training processes, on which devices: Darknet's ``-gpus 0,1`` and its learning rate.
 
 Darknet's ``detector train ... -gpus 0,1`` (``darknet.c``/``detector.c: train_detector``) trains one
 network copy per listed GPU and multiplies ``learning_rate`` by the number of GPUs

@@ -103,7 +103,7 @@ class Run:
 def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path | None, *,
             clear: bool, amp: str, workers: int | None, seed: int | None,
             max_batches: int | None, backup: str | Path | None, map_epochs: int, strict: bool,
-            progress: bool | None, cache: bool | None, map: bool = False,
+            progress: bool | None, cache: bool | None, map: bool = False, lenient: bool = False,
             bn_momentum: str | None = None, gpu_lr_rule: str = "darknet",
             tf32: bool = False) -> Run:
     """Everything before the first iteration (arguments: :func:`darknetpy.training.train.train`);
@@ -148,7 +148,7 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
 
     header, state = WeightsHeader(), None
     if weights is not None:
-        header = read_weights(weights, net, partial=True)
+        header = read_weights(weights, net, partial=True, lenient=lenient)
         state = None if clear else load_state(weights, header)
     loop = state["loop"] if state else LoopState()
     if state is None:

@@ -55,7 +55,7 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
           seed: int | None = None, max_batches: int | None = None,
           backup: str | Path | None = None, map_epochs: int = 4, thresh: float = 0.25,
           iou_thresh: float = 0.5, strict: bool = False, progress: bool | None = None,
-          cache: bool | None = None, chart: bool = True,
+          cache: bool | None = None, chart: bool = True, lenient: bool = False,
           bn_momentum: str | None = None, gpu_lr_rule: str = "darknet",
           tf32: bool = False) -> TrainResult:
     """Train a Darknet detector like ``darknet detector train DATA CFG [WEIGHTS]``.
@@ -84,6 +84,7 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         gpu_lr_rule: with several processes, ``"darknet"`` multiplies the learning rate by their
             number (Darknet's ``-gpus``), ``"none"`` keeps the cfg's (hank-ai/darknet);
             :mod:`darknetpy.training.launch_plan`.
+        lenient: load a damaged ``weights`` file as Darknet does (a warning instead of an error).
         tf32: TensorFloat-32 for CUDA's fp32 convolutions and matmuls (default off: the numbers
             of the CPU, within float32 noise; :mod:`darknetpy.training.device_settings`).
 
@@ -107,7 +108,7 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         run = prepare(ctx, Path(cfg), Path(data), None if weights is None else Path(weights),
                       clear=clear, amp=amp, workers=workers, seed=seed,
                       max_batches=max_batches, backup=backup, map_epochs=map_epochs,
-                      strict=strict, progress=progress, cache=cache, map=map,
+                      strict=strict, progress=progress, cache=cache, map=map, lenient=lenient,
                       bn_momentum=bn_momentum, gpu_lr_rule=gpu_lr_rule, tf32=tf32)  # fmt: skip
         return _loop(run, map=map, thresh=thresh, iou_thresh=iou_thresh, chart=chart)
     finally:
