@@ -151,7 +151,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(files: tuple[Path, Path],
         terms = real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] > 4:  # iteration 3 (2 mini-batches per iteration)
-            terms = dataclasses.replace(terms, costs={k: math.nan for k in terms.costs})
+            terms = dataclasses.replace(terms, costs={k: math.nan for k in terms.costs},
+                                        cost_tensor=terms.cost_tensor * math.nan)
         return terms
 
     monkeypatch.setattr(train_module, "compute_loss", poisoned)

@@ -184,36 +184,43 @@ class DarknetOptimizer:
     def step(self, closure: Any = None, *, rate: float = 0.0, iteration: int = 1) -> None:
         """Apply one Darknet update at learning ``rate`` for ``iteration`` (1-based, this update).
 
-        The gradients are consumed (set to None).
+        The gradients are consumed (set to None). Each step of the rule runs over every tensor at
+        once (``torch._foreach_*``): the same operations per tensor as a loop over them, so the
+        same bits on the CPU (``tests/training/test_host_syncs.py`` compares both), a few
+        kernels on a GPU.
         """
         if closure is not None:
             raise TypeError("DarknetOptimizer.step does not take a closure")
         net, batch = self.net, self.batch
         minus_decay_b = float(f32(-f32(net.decay) * f32(batch)))
+        updates, grads, adam, rule, clip = [], [], [], [], []
         for group in self.param_groups:
-            slot: ParamSlot | None = group["slot"]
+            slot: ParamSlot = group["slot"]
             (param,) = group["params"]
             state = self.state[param]
             if "u" not in state:
                 state["u"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            u = state["u"]
             if param.grad is not None:
-                u.sub_(param.grad)  # backward: weight_updates += delta
+                updates.append(state["u"])
+                grads.append(param.grad)
                 param.grad = None
             if update_skipped(slot, iteration, net.burn_in):
                 continue
             lr = float(f32(f32(rate) * f32(slot.lr_scale)))
             if net.adam and slot.adam:
-                self._adam(param, u, state, lr, batch, iteration)
+                adam.append((param, state, lr))
             else:
-                if slot.decay:
-                    u.add_(param, alpha=minus_decay_b)
-                if slot.clamp_update:
-                    u.clamp_(-1.0, 1.0)
-                param.add_(u, alpha=float(f32(f32(lr) / f32(batch))))
-                u.mul_(float(f32(net.momentum)))
+                rule.append((slot, param, state["u"], float(f32(f32(lr) / f32(batch)))))
             if slot.clip:
-                param.clamp_(-slot.clip, slot.clip)
+                clip.append((slot.clip, param))
+        if updates:
+            torch._foreach_sub_(updates, grads)  # backward: weight_updates += delta
+        for param, state, lr in adam:
+            self._adam(param, state["u"], state, lr, batch, iteration)
+        _foreach_rule(rule, minus_decay_b, float(f32(net.momentum)))
+        for value, params in _grouped(clip).items():  # clip=: weights clamped after the update
+            torch._foreach_clamp_min_(params, -value)
+            torch._foreach_clamp_max_(params, value)
 
     def state_dict(self) -> dict[str, Any]:
         """The update buffers by ``"<layer>:<name>"`` (plain tensors: loads with weights_only)."""
@@ -264,6 +271,35 @@ class DarknetOptimizer:
         u.zero_()
 
 
+def _grouped(items: list[tuple[float, torch.Tensor]]) -> dict[float, list[torch.Tensor]]:
+    """``(value, tensor)`` pairs as ``{value: [tensor, ...]}``, in their order."""
+    out: dict[float, list[torch.Tensor]] = {}
+    for value, tensor in items:
+        out.setdefault(value, []).append(tensor)
+    return out
+
+
+def _foreach_rule(rule: list[tuple[ParamSlot, torch.Tensor, torch.Tensor, float]],
+                  minus_decay_b: float, momentum: float) -> None:
+    """Darknet's SGD rule (module docstring) for every tensor at once: ``u -= decay*B*w`` (weights),
+    ``u`` clamped to [-1, 1] (shortcut weights), ``w += (lr/B)*u`` (grouped by ``lr/B``),
+    ``u *= momentum``."""
+    if not rule:
+        return
+    decayed = [(p, u) for slot, p, u, _ in rule if slot.decay]
+    if decayed:
+        torch._foreach_add_([u for _, u in decayed], [p for p, _ in decayed], alpha=minus_decay_b)
+    clamped = [u for slot, _, u, _ in rule if slot.clamp_update]
+    if clamped:
+        torch._foreach_clamp_min_(clamped, -1.0)
+        torch._foreach_clamp_max_(clamped, 1.0)
+    steps = _grouped([(step, p) for _, p, _, step in rule])
+    update_of = {id(p): u for _, p, u, _ in rule}
+    for step, params in steps.items():
+        torch._foreach_add_(params, [update_of[id(p)] for p in params], alpha=step)
+    torch._foreach_mul_([u for _, _, u, _ in rule], momentum)
+
+
 # -------------------------------------------------------------------------------- EMA
 def _ema_tensors(network: nn.Module) -> Iterator[torch.Tensor]:
     """``ema_update``: weights, biases and BN scales of [convolutional] layers (not rolling stats)."""
@@ -312,12 +348,12 @@ class DarknetEMA:
             self.shadow = [t.detach().clone() for t in self._tensors()]
             did = "EMA initialization"
         if iteration == apply_point:
-            for shadow, tensor in zip(self.shadow, self._tensors()):
-                tensor.copy_(shadow)
+            torch._foreach_copy_(self._tensors(), self.shadow)
             return "ema_apply()"
-        if iteration < apply_point:
-            for shadow, tensor in zip(self.shadow, self._tensors()):
-                shadow.mul_(self.alpha).add_(tensor.detach(), alpha=1.0 - self.alpha)
+        if iteration < apply_point:  # ema = alpha*ema + (1-alpha)*w, every tensor at once
+            torch._foreach_mul_(self.shadow, self.alpha)
+            torch._foreach_add_(self.shadow, [t.detach() for t in self._tensors()],
+                                alpha=1.0 - self.alpha)  # fmt: skip
             return did or "ema_update()"
         return did
 

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import TrainingError, UsageError
 from ..model.heads import compute_loss
+from ..model.heads.records import TruthRows
 from . import distributed as D
 from .checkpoint import StopRequest, checkpoint_path
 from .device_settings import to_device_images
@@ -117,14 +118,20 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
 
 # ------------------------------------------------------------------ one iteration
 def _train_step(run: Run, images: torch.Tensor, truth: torch.Tensor) -> float:
-    """Forward/backward every mini-batch with summed gradients; Darknet's iteration loss."""
+    """Forward/backward every mini-batch with summed gradients; Darknet's iteration loss.
+
+    The truths go to the device once per iteration; with their host copy (:class:`TruthRows`) the
+    heads never wait for the device. The one wait is the returned loss (read once, at the end).
+    """
     c, dev = run.c, run.ctx.device
     size = (images.shape[-1], images.shape[-2])
-    total = 0.0
+    rows, host = truth.to(dev, non_blocking=True), truth.numpy()  # host: no device involved
+    total: torch.Tensor | None = None
     for s in range(c.subdivisions):
         x = to_device_images(images[s * c.mini_batch:(s + 1) * c.mini_batch], dev,
                              channels_last=run.device_settings.channels_last)  # fmt: skip
-        t = truth[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
+        part = slice(s * c.mini_batch, (s + 1) * c.mini_batch)
+        t = TruthRows(rows[part], host[part])
         last = s == c.subdivisions - 1
         with nullcontext() if last or not run.ctx.enabled else run.model.no_sync():
             with run.autocast:
@@ -133,8 +140,19 @@ def _train_step(run: Run, images: torch.Tensor, truth: torch.Tensor) -> float:
             terms = compute_loss(run.net, {k: v.float() for k, v in heads.items()}, t,
                                  input_size=size, seen=seen)  # fmt: skip
             (terms.total if run.scaler is None else run.scaler.scale(terms.total)).backward()
-        total += terms.cost
-    return total / (c.subdivisions * c.mini_batch)
+        cost = terms.cost_tensor
+        total = cost if total is None else total + cost
+    assert total is not None
+    return total.item() / (c.subdivisions * c.mini_batch)
+
+
+def _all_finite(params: list[torch.Tensor]) -> bool:
+    """Whether every parameter value is finite, with one read of the device: the largest |value| of
+    each tensor (``torch._foreach_norm``, inf norm; NaN where it holds one) reduced to one flag."""
+    if not params:
+        return True
+    norms = torch._foreach_norm(params, float("inf"))
+    return bool(torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).max()))
 
 
 def _update(run: Run, loss: float) -> float:
@@ -158,7 +176,7 @@ def _update(run: Run, loss: float) -> float:
         run.optimizer.zero_grad()
     else:
         run.optimizer.step(rate=rate, iteration=batch_num)
-    if not all(bool(torch.isfinite(p).all()) for p in run.net.parameters()):
+    if not _all_finite(list(run.net.parameters())):
         last = checkpoint_path(run.backup, run.base, "last")
         raise TrainingError(
             f"iteration {loop.iteration + run.ctx.world_size}: the update made the weights "

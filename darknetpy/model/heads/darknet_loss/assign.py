@@ -64,7 +64,9 @@ class Truths:
                 f"{tuple(host.shape)}"
             )
         if host.shape[0] != batch:
-            raise UsageError(f"layer {index}: truth has {host.shape[0]} images, the head input {batch}")
+            raise UsageError(
+                f"layer {index}: truth has {host.shape[0]} images, the head input {batch}"
+            )
         host = host[:, :max_boxes].astype(np.float32, copy=False)
         used = np.flatnonzero((host[..., 0] != 0).any(axis=0))
         t = int(used[-1]) + 1 if used.size else 0
