@@ -103,6 +103,24 @@ def test_state_roundtrip_and_mismatch(tmp_path: Path):
         assert load_state(path, read_header(path)) is None
 
 
+def test_state_keeps_the_fp16_scaler_and_skipped_count(tmp_path: Path):
+    """The GradScaler's scale and growth count go into the state file; a new scaler loaded from it
+    goes on from there (a fresh one would start again at 65536)."""
+    net = _net()
+    scaler = torch.amp.GradScaler("cpu", growth_interval=3)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 2})
+    path = tmp_path / "x_last.weights"
+    save_checkpoint(path, net, WeightsHeader(0, 2, 5, 8), loop=LoopState(iteration=2, skipped=5),
+                    optimizer=DarknetOptimizer(net, net.net), scaler=scaler)  # fmt: skip
+    state = load_state(path, read_header(path))
+    assert state is not None and state["loop"].skipped == 5
+    resumed = torch.amp.GradScaler("cpu", growth_interval=3)
+    resumed.load_state_dict(state["scaler"])
+    assert resumed.get_scale() == 1024.0 and resumed.state_dict()["_growth_tracker"] == 2
+    save_checkpoint(path, net, WeightsHeader(0, 2, 5, 8), loop=LoopState(iteration=2))
+    assert load_state(path, read_header(path))["scaler"] is None  # fp32 run: no scaler
+
+
 def test_failed_save_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     net = _net()
     path = tmp_path / "x_last.weights"

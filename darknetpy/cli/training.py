@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import DarknetpyError, UsageError
 
 
 def _gpus(text: str) -> list[int]:
@@ -92,10 +92,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         except mp.ProcessExitedException as exc:
             return int(exc.exit_code) if exc.exit_code and exc.exit_code > 0 else 1
         return 0
-    if args.gpus and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) != processes:
-        raise UsageError(f"--gpus lists {processes} ids but torchrun started "
-                         f"{os.environ['WORLD_SIZE']} processes; make them agree")  # fmt: skip
-    result = train(Path(args.cfg), Path(args.data), args.weights and Path(args.weights), **kwargs)
+    local = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE"))  # this machine's
+    if args.gpus and local is not None and int(local) != processes:
+        raise UsageError(f"--gpus lists {processes} ids but torchrun started {local} processes "
+                         "on this machine (LOCAL_WORLD_SIZE); make them agree")  # fmt: skip
+    try:
+        result = train(Path(args.cfg), Path(args.data), args.weights and Path(args.weights),
+                       **kwargs)  # fmt: skip
+    except DarknetpyError:
+        if os.environ.get("RANK", "0") != "0":  # torchrun: every rank raised it; rank 0 says it
+            return 2
+        raise
     if result.interrupted:
         return 130
     return 0
@@ -140,7 +147,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="batch-norm running averages of darknet's cpu build (0.1; [connected] "
                         "0.05) or gpu build (0.01); default: the build of --device")
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off",
-                   help="mixed precision: fp16 (CUDA, with gradient scaling) or bf16")
+                   help="mixed precision: fp16 (with gradient scaling) or bf16")
     p.add_argument("--tf32", action="store_true",
                    help="TensorFloat-32 for CUDA's fp32 convolutions (faster; off by default so "
                         "that fp32 on CUDA computes what the CPU does)")  # fmt: skip

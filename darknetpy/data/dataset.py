@@ -19,7 +19,6 @@ every image of the list is unusable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch.utils.data
 from ..errors import DataError
 from .augment import AugmentConfig, draw_augmentation, jitter_crop, limit_blur
 from .image import load_image
+from .image_cache import ImageCache
 from .labels import LabelReport, label_path, read_labels
 from .mosaic import blend_truth_mosaic, cut_points, mosaic_piece
 from .pixels import augment_image
@@ -87,60 +87,6 @@ class Events:
     def extend(self, other: Events) -> None:
         self.bad_images.extend(other.bad_images)
         self.label_reports.extend(other.label_reports)
-
-
-class ImageCache:
-    """Every image of a list decoded once into one shared-memory uint8 buffer.
-
-    The buffer is a ``torch`` shared-memory tensor, so DataLoader workers read it without a copy
-    (with ``fork`` and with ``spawn``). Needs about ``sum(H*W*3)`` bytes, plus the same again
-    briefly while building.
-    """
-
-    def __init__(self, paths: Sequence[Path], threads: int = 4) -> None:
-        def decode(path: Path) -> np.ndarray | str:
-            try:
-                return load_image(path)
-            except DataError as exc:
-                return str(exc)
-
-        with ThreadPoolExecutor(max(threads, 1)) as pool:  # cv2.imdecode releases the GIL
-            decoded = list(pool.map(decode, paths))
-        self.errors: dict[int, str] = {i: d for i, d in enumerate(decoded) if isinstance(d, str)}
-        shapes = np.array(
-            [(0, 0) if isinstance(d, str) else d.shape[:2] for d in decoded], np.int64
-        ).reshape(-1, 2)
-        sizes = shapes[:, 0] * shapes[:, 1] * 3
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.shapes = shapes
-        self.buffer = torch.empty(int(self.offsets[-1]), dtype=torch.uint8).share_memory_()
-        flat = self.buffer.numpy()
-        for i, d in enumerate(decoded):
-            if not isinstance(d, str):
-                flat[self.offsets[i] : self.offsets[i + 1]] = d.reshape(-1)
-        self._flat = flat
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_flat")
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._flat = self.buffer.numpy()
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.offsets[-1])
-
-    def get(self, index: int) -> np.ndarray:
-        """The decoded image (read-only view), or :class:`DataError` if it could not be decoded."""
-        if index in self.errors:
-            raise DataError(self.errors[index])
-        h, w = self.shapes[index]
-        view = self._flat[self.offsets[index] : self.offsets[index + 1]].reshape(h, w, 3)
-        view.flags.writeable = False
-        return view
 
 
 class TrainSource:

@@ -53,7 +53,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .augment import AugmentConfig
-from .dataset import DARKNET_CHUNKS, UNIT_LUT, Events, ImageCache, TrainSource, build_iteration
+from .dataset import DARKNET_CHUNKS, UNIT_LUT, Events, TrainSource, build_iteration
+from .image_cache import NodeShare, build_image_cache
 from .labels import LabelReport
 
 __all__ = ["Batch", "DataSummary", "TrainLoader", "build_train_loader", "unit_float"]
@@ -284,6 +285,7 @@ def build_train_loader(
     cache: bool = False,
     chunks: int = DARKNET_CHUNKS,
     pin_memory: bool = False,
+    node: NodeShare | None = None,
 ) -> TrainLoader:
     """A :class:`TrainLoader` over ``images`` (label files found with ``label_path``).
 
@@ -293,13 +295,22 @@ def build_train_loader(
         batch: images per iteration (the cfg's ``batch``, all subdivisions together).
         workers: worker processes (0: build in the calling process).
         seed: base seed; iteration k's batch depends only on (seed, k, size).
-        cache: decode every image once up front into shared memory (see :class:`ImageCache`).
+        cache: decode every image once up front into shared memory (see :class:`ImageCache`);
+            without room for it in ``/dev/shm``, a warning and no cache.
         chunks: loader calls per iteration, each with its own mixup/mosaic coin (Darknet: 6 per GPU).
         pin_memory: pin the batches (faster host-to-GPU copies).
+        node: with several training processes on a machine, one cache for all of them
+            (:func:`~darknetpy.data.image_cache.build_image_cache`; every process must call this).
 
     Raises:
         DataError: empty list, or (with ``cache``) every image unusable.
     """
-    image_cache = ImageCache(images, threads=max(workers, os.cpu_count() or 1)) if cache else None
+    image_cache = None
+    if cache:
+        # batches on their way from the workers also live in /dev/shm (float32, up to ~2x the
+        # area after a random resize)
+        in_flight = (max(workers, 0) * 2 + 1) * batch * 3 * aug.width * aug.height * 4 * 2
+        image_cache = build_image_cache(images, max(workers, os.cpu_count() or 1), node=node,
+                                        reserve=in_flight if workers > 0 else 0)  # fmt: skip
     source = TrainSource(images, aug.classes, image_cache)
     return TrainLoader(source, aug, batch, workers, seed, chunks, pin_memory)

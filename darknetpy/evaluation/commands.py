@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from .run import (
 from .valid import COCO_IDS, format_coco_results, format_voc_results
 
 VALID_FORMATS = ("coco", "voc")  # the eval= formats darknetpy writes
+
+#: ``distribute(images, detect)`` of :func:`evaluate_network`.
+Distribute = Callable[[Sequence[Path], Callable[[Sequence[Path]], list[Any]]], list[Any]]
 
 
 def evaluate(
@@ -95,6 +99,7 @@ def evaluate_network(
     batch: int = 8,
     keep_detections: bool = False,
     progress: bool = False,
+    distribute: Distribute | None = None,
 ) -> Metrics:
     """``validate_detector_map`` on a network in memory (as loaded, or being trained: training's
     mAP evaluates its network, or its EMA weights, here): mAP on the ``valid`` list (plus COCO AP).
@@ -114,6 +119,9 @@ def evaluate_network(
         coco: also compute COCO AP with pycocotools.
         batch: images per forward pass (see :func:`~.run.detect_images`).
         keep_detections: keep every image's detections and ground truth in the result.
+        distribute: ``distribute(images, detect)`` runs ``detect`` (paths -> per path ``(size,
+            detections)``) over the images, e.g. a shard per process, and returns every image's
+            result in order (training's mAP with several processes); default ``detect(images)``.
 
     Raises:
         DataError: unreadable .data, list, names or image; names count differs from the classes.
@@ -134,20 +142,16 @@ def evaluate_network(
                 f"fewer than the {len(images)} of valid=; it must be parallel to it"
             )
         difficult = [read_boxes(p) for p in dif_labels[: len(images)]]
-    found = detect_images(
-        net,
-        facts,
-        _progress(images, progress, "map"),
-        thresh=MAP_DETECTION_THRESH,
-        nms=MAP_NMS,
-        letter_box=letter_box,
-        device=device,
-        batch=batch,
-    )
-    sizes, dets = [], []
-    for _, size, d in found:
-        sizes.append(size)
-        dets.append(_from_arrays(d.boxes, d.probs))
+
+    def detect(paths: Sequence[Path]) -> list[tuple[tuple[int, int], list[ScoredBox]]]:
+        found = detect_images(net, facts, _progress(paths, progress, "map"),
+                              thresh=MAP_DETECTION_THRESH, nms=MAP_NMS, letter_box=letter_box,
+                              device=device, batch=batch)  # fmt: skip
+        return [(size, _from_arrays(d.boxes, d.probs)) for _, size, d in found]
+
+    per_image = detect(images) if distribute is None else distribute(images, detect)
+    sizes = [size for size, _ in per_image]
+    dets = [d for _, d in per_image]
     truths = [[Truth(*box) for box in read_boxes(label_path(path))] for path in images]
     result = darknet_map(
         dets,

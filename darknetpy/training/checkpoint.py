@@ -6,7 +6,8 @@ are written, spec §7.5) and ``utils.c: basecfg``. Every file goes through
 the previous checkpoint intact.
 
 Beside ``<cfgbase>_last.weights`` (and ``_<N>``, ``_final``) darknetpy writes
-``<cfgbase>_last.state.pt``: the optimizer's update buffers, the EMA, the loop counters and the seed.
+``<cfgbase>_last.state.pt``: the optimizer's update buffers, the EMA, the fp16 gradient scaler (its
+scale and growth count), the loop counters and the seed.
 Resuming from a ``.weights`` whose state file matches it (same ``seen`` and file size) continues
 exactly where the run stopped; without it (a file written by Darknet, or a mismatched pair), the
 run resumes as Darknet does: iteration ``seen / batch``, empty momentum.
@@ -108,6 +109,7 @@ class LoopState:
     iter_save: int = 0
     iter_save_last: int = 0
     avg_time: float = -1.0  # hours left, exponential average
+    skipped: int = 0  # fp16 updates the gradient scaler skipped (inf/nan gradients)
     losses: list[tuple[int, float]] = field(default_factory=list)  # (iteration, avg loss)
     maps: list[tuple[int, float]] = field(default_factory=list)  # (iteration, mAP@0.5)
 
@@ -124,12 +126,14 @@ class LoopState:
 
 
 def save_checkpoint(path: Path, network: Any, header: WeightsHeader, *,
-                    loop: LoopState | None = None, optimizer: Any = None, ema: Any = None) -> None:
+                    loop: LoopState | None = None, optimizer: Any = None, ema: Any = None,
+                    scaler: Any = None) -> None:
     """Write ``path`` (a Darknet ``.weights``) and, with ``loop``, its state file, both atomically.
 
     The weights are written first, then the state naming their ``seen`` and file size;
     :func:`load_state` accepts a state only when both match, so a crash between the two writes
-    never pairs new weights with old momentum.
+    never pairs new weights with old momentum. ``scaler``: the fp16 ``GradScaler``, whose scale a
+    resume continues with.
     """
     path = Path(path)
     write_weights(path, network, header)
@@ -142,6 +146,7 @@ def save_checkpoint(path: Path, network: Any, header: WeightsHeader, *,
         "loop": loop.to_meta(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "ema": ema.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -152,7 +157,8 @@ def load_state(weights: Path, header: WeightsHeader) -> dict[str, Any] | None:
     """The state saved with ``weights``, or None when there is none or it does not match.
 
     Returns:
-        ``{"loop": LoopState, "optimizer": state dict or None, "ema": state or None}``.
+        ``{"loop": LoopState, "optimizer": state dict or None, "ema": state or None,
+        "scaler": GradScaler state or None}``.
     """
     weights = Path(weights)
     path = state_path(weights)
@@ -176,7 +182,7 @@ def load_state(weights: Path, header: WeightsHeader) -> dict[str, Any] | None:
         )
         return None
     return {"loop": LoopState.from_meta(payload["loop"]), "optimizer": payload.get("optimizer"),
-            "ema": payload.get("ema")}  # fmt: skip
+            "ema": payload.get("ema"), "scaler": payload.get("scaler")}  # fmt: skip
 
 
 def check_writable(backup: Path) -> None:

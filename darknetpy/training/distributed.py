@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -28,6 +29,7 @@ from ..errors import UsageError
 
 __all__ = [
     "DistContext",
+    "all_gather_object",
     "all_reduce_mean",
     "any_rank",
     "average_buffers",
@@ -36,6 +38,7 @@ __all__ = [
     "broadcast_module",
     "free_port",
     "launch",
+    "rank_seed",
     "setup",
     "teardown",
 ]
@@ -159,6 +162,24 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def all_gather_object(value: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's (picklable) ``value``, by rank, on every rank."""
+    if not ctx.enabled:
+        return [value]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own random draws (augmentation, dropout): ``seed`` itself on rank
+    0, so a one-process run draws as before, a different one on every other rank (Darknet's GPUs
+    each draw their own images and masks). The model's initial values use ``seed`` on every rank."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0] >> 1)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -5,7 +5,9 @@ Checkpoints ``_<N>``/``_last``/``_ema``/``_final`` (:func:`save`, :func:`periodi
 mAP points with ``_best.weights`` (:func:`map_due`, :func:`evaluate_map`) and ``chart.png``
 (:func:`draw`), each for the :class:`~darknetpy.training.setup.Run` the loop of
 :mod:`darknetpy.training.train` holds. Buffers (batch-norm statistics) are averaged over the
-processes before any of them is read; only rank 0 writes.
+processes before any of them is read; only rank 0 writes. Every rank evaluates the mAP (a share of
+the list each, :mod:`darknetpy.training.map_eval`), so all of them meet the same collectives even
+when the evaluation fails.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def save(run: Run, tag: str | int, with_state: bool = True) -> Path:
     if run.ctx.is_main:
         header = WeightsHeader(0, 2, 5, loop.iteration * c.batch)  # save_weights: 0.2.5
         save_checkpoint(path, run.net, header, loop=loop if with_state else None,
-                        optimizer=run.optimizer, ema=run.ema)  # fmt: skip
+                        optimizer=run.optimizer, ema=run.ema, scaler=run.scaler)  # fmt: skip
     return path
 
 
@@ -74,16 +76,21 @@ def map_due(run: Run) -> bool:
 
 
 def evaluate_map(run: Run, thresh: float, iou_thresh: float) -> float:
-    """The mAP point: ``validate_detector_map`` (points 0) on the network in memory, rank 0; keeps
-    ``_best``; records it in the loop state. If the evaluation fails, ``_last`` is saved (the
+    """The mAP point: ``validate_detector_map`` (points 0) on the network in memory, every rank a
+    share of the list; keeps ``_best``; records it in the loop state. If the evaluation fails (on
+    any rank: every rank raises the same error), ``_last`` is saved by all ranks together (the
     weights are fine) before the error goes on."""
     loop = run.loop
     loop.iter_map = loop.iteration
     try:
         loop.last_map = _network_map(run, thresh, iou_thresh)
-    except BaseException:
+    except Exception:
         saved = save(run, "last")  # the weights are fine: keep them
         run.say(f"the mAP evaluation failed; saved {saved}")
+        raise
+    except BaseException:  # Ctrl-C twice: only this process knows, so no collective save
+        if not run.ctx.enabled:
+            run.say(f"the mAP evaluation was interrupted; saved {save(run, 'last')}")
         raise
     loop.maps.append((loop.iteration, loop.last_map))
     return loop.last_map
@@ -91,14 +98,13 @@ def evaluate_map(run: Run, thresh: float, iou_thresh: float) -> float:
 
 def _network_map(run: Run, thresh: float, iou_thresh: float) -> float:
     D.average_buffers(run.net, run.ctx)
-    value = -1.0
-    if run.ctx.is_main:
-        value = network_map(run.net, run.data_path, thresh=thresh, iou_thresh=iou_thresh,
-                            device=run.ctx.device)
-        run.say(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f}")
-        if value >= run.loop.best_map:
-            run.loop.best_map = value
-            best = checkpoint_path(run.backup, run.base, "best")
+    value = network_map(run.net, run.data_path, thresh=thresh, iou_thresh=iou_thresh,
+                        device=run.ctx.device, ctx=run.ctx)  # fmt: skip
+    run.say(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {value:f}")
+    if value >= run.loop.best_map:
+        run.loop.best_map = value
+        best = checkpoint_path(run.backup, run.base, "best")
+        if run.ctx.is_main:
             write_weights(best, run.net, WeightsHeader(0, 2, 5, run.loop.iteration * run.c.batch))
-            run.say(f"New best mAP! saved {best}")
-    return D.broadcast_float(value, run.ctx)
+        run.say(f"New best mAP! saved {best}")
+    return value

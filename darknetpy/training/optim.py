@@ -319,9 +319,11 @@ class DarknetEMA:
     """Darknet's weight EMA (``[net] ema_alpha``), driven by :meth:`after_update`.
 
     From ``max_batches/2`` on: the first call copies the weights; each later iteration before
-    ``max_batches - 1000`` does ``ema = alpha*ema + (1-alpha)*w``; at exactly ``max_batches - 1000``
-    the EMA is copied into the model (``train_network_waitkey``). With ``max_batches < 2000`` the
-    apply point comes before the start, so (as in Darknet) the EMA is only initialised.
+    ``max_batches - 1000`` does ``ema = alpha*ema + (1-alpha)*w``; at ``max_batches - 1000`` the EMA
+    is copied into the model (``train_network_waitkey``). With ``max_batches < 2000`` the apply point
+    comes before the start, so (as in Darknet) the EMA is only initialised. Darknet tests the apply
+    point for equality, which several GPUs (the iteration advancing by their number) step over;
+    here the update that crosses it applies, once.
     """
 
     def __init__(self, network: nn.Module, alpha: float, max_batches: int) -> None:
@@ -338,8 +340,9 @@ class DarknetEMA:
         return list(_ema_tensors(self.network))
 
     @torch.no_grad()
-    def after_update(self, iteration: int) -> str | None:
-        """Apply Darknet's rule after the update of ``iteration``; returns what it did, if anything."""
+    def after_update(self, iteration: int, step: int = 1) -> str | None:
+        """Apply Darknet's rule after the update that advanced the iteration by ``step`` (the number
+        of processes) to ``iteration``; returns what it did, if anything."""
         if not self.alpha or iteration < self.max_batches // 2:
             return None
         apply_point = self.max_batches - 1000
@@ -347,7 +350,7 @@ class DarknetEMA:
         if self.shadow is None:
             self.shadow = [t.detach().clone() for t in self._tensors()]
             did = "EMA initialization"
-        if iteration == apply_point:
+        if iteration - step < apply_point <= iteration:  # crossed by this update
             torch._foreach_copy_(self._tensors(), self.shadow)
             return "ema_apply()"
         if iteration < apply_point:  # ema = alpha*ema + (1-alpha)*w, every tensor at once

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.dataset import Events, ImageCache, TrainSource, slot_generator
+from ..data.dataset import Events, TrainSource, slot_generator
+from ..data.image_cache import build_image_cache
 from ..data.loader import Batch
 from ..data.modern import FitCache, ModernAugment, Stage, build_modern_sample, sample_index
 
@@ -29,7 +30,7 @@ class RecipeBatches:
 
     def __init__(self, images: Sequence[Path], classes: int, aug: ModernAugment, batch: int,
                  seed: int, size: tuple[int, int], cache: bool = True) -> None:
-        image_cache = ImageCache(images, threads=2) if cache else None
+        image_cache = build_image_cache(images, 2) if cache else None  # None: /dev/shm too small
         self.source = TrainSource(images, classes, image_cache)
         self.aug, self.batch, self.seed, self.size = aug, batch, seed, size
         self.events = Events()

@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..data.augment import AugmentConfig
 from ..data.datafile import DataConfig, read_image_list, read_names
+from ..data.image_cache import NodeShare, node_cache_file
 from ..data.loader import build_train_loader
 from ..errors import DataError, UsageError, WeightsError
 from ..model.layers.common import BN_MOMENTUM_BY_BUILD, set_bn_momentum
@@ -112,8 +112,6 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
 
     if amp not in AMP_DTYPES:
         raise UsageError(f"--amp {amp}: choose one of {', '.join(AMP_DTYPES)}")
-    if amp == "fp16" and ctx.device.type != "cuda":
-        raise UsageError("--amp fp16 needs --device cuda (use --amp bf16 on CPU)")
     init_seed = seed if seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(init_seed)  # initial values of the layers no weights file fills
     net = Network.from_cfg(cfg_path, strict=strict)
@@ -155,6 +153,7 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
         loop.iteration = 0 if clear else header.seen // c.batch  # get_current_batch
         loop.iter_map = loop.iter_save = loop.iter_save_last = loop.iteration
     loop.seed = seed if seed is not None else (loop.seed if state else init_seed)
+    loop.seed = int(D.broadcast_float(float(loop.seed), ctx))  # a random seed: rank 0's
     loop.width, loop.height = c.width, c.height
 
     net.to(ctx.device)
@@ -178,6 +177,9 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
                                "pass --clear, or delete the .state.pt file") from None
         if ema is not None and state["ema"] is not None:
             ema.load_state_dict(state["ema"])
+    scaler = torch.amp.GradScaler(ctx.device.type) if amp == "fp16" else None
+    if scaler is not None and state and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])  # the scale reached, not 65536 again
     D.broadcast_module(net, ctx)
     model: Any = HeadInputs(net)
     if ctx.enabled:
@@ -195,12 +197,15 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
     dtype = AMP_DTYPES[amp]
 
     aug = AugmentConfig.from_net(c, head)
-    rank_seed = loop.seed if ctx.rank == 0 else int(
-        np.random.SeedSequence([loop.seed, ctx.rank]).generate_state(1)[0] >> 1)  # fmt: skip
+    use_cache = len(images) <= 2000 if cache is None else cache
+    node = None
+    if use_cache and ctx.enabled:  # one cache per machine: local rank 0 builds, the others attach
+        token = int(D.broadcast_float(float(secrets.randbelow(2**31)), ctx))
+        node = NodeShare(node_cache_file(token), builder=ctx.local_rank == 0,
+                         agree=lambda ok: not D.any_rank(not ok, ctx))  # fmt: skip
     loader = build_train_loader(
-        images, aug, batch=c.batch, seed=rank_seed,
-        workers=settings.workers,
-        cache=len(images) <= 2000 if cache is None else cache, pin_memory=settings.pin_memory,
+        images, aug, batch=c.batch, seed=D.rank_seed(loop.seed, ctx.rank),
+        workers=settings.workers, cache=use_cache, pin_memory=settings.pin_memory, node=node,
     )
     start_index = loop.iteration // ctx.world_size + 1
     plan = ResizePlan((c.width, c.height), random_coef(head.random), c.resize_step, loop.seed,
@@ -229,7 +234,7 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
         ctx, cfg_path, data_path, net, c, base, backup_dir, len(images), loop, state is not None,
         optimizer, ema, model,
         torch.autocast(ctx.device.type, dtype=dtype) if dtype else nullcontext(),
-        torch.amp.GradScaler(ctx.device.type) if amp == "fp16" else None,
+        scaler,
         loader, plan, saves, map_interval(map_epochs, len(images), c.batch), say, bar,
         device_settings=settings,
     )

@@ -70,7 +70,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
             ``burn_in``) and at the end; keeps ``_best.weights``.
         clear: start at iteration 0 whatever the weights file says.
         gpus: CUDA ids by local rank (with torchrun or ``--gpus``), as Darknet's ``-gpus``.
-        device: ``cpu`` or ``cuda``. amp: ``off``, ``fp16`` (CUDA, gradient scaling) or ``bf16``.
+        device: ``cpu`` or ``cuda``. amp: ``off``, ``fp16`` (gradient scaling; on the CPU too,
+            slowly) or ``bf16``.
         workers: loader processes per process (default: scaled to its share of the cores,
             :func:`~darknetpy.training.device_settings.default_workers`).
         seed: base of every random draw (default: random, printed and saved for resumes).
@@ -171,8 +172,14 @@ def _update(run: Run, loss: float) -> float:
     batch_num = loop.iteration + 1  # get_current_batch at the update
     rate = current_rate(batch_num, c, np.random.default_rng([loop.seed, batch_num]))
     if run.scaler is not None:
+        scale = run.scaler.get_scale()
         run.scaler.step(run.optimizer, rate=rate, iteration=batch_num)
         run.scaler.update()
+        if run.scaler.get_scale() < scale:  # inf/nan gradients: the scaler skipped the update
+            loop.skipped += 1
+            run.say(f" iteration {loop.iteration + run.ctx.world_size}: update skipped (inf/nan "
+                    f"gradients at fp16 loss scale {scale:g}, now {run.scaler.get_scale():g}); "
+                    f"{loop.skipped} skipped so far")  # fmt: skip
         run.optimizer.zero_grad()
     else:
         run.optimizer.step(rate=rate, iteration=batch_num)
@@ -186,7 +193,8 @@ def _update(run: Run, loss: float) -> float:
         )
     loop.iteration += run.ctx.world_size
     loop.loop_count += 1
-    if run.ema is not None and (done := run.ema.after_update(loop.iteration)):
+    step = run.ctx.world_size  # the EMA's apply point is crossed, not always met
+    if run.ema is not None and (done := run.ema.after_update(loop.iteration, step=step)):
         run.say(f" {done}")
     if run.ctx.enabled and loop.loop_count % 4 == 0:
         D.average_buffers(run.net, run.ctx)  # sync_nets every 4 iterations
@@ -208,8 +216,8 @@ def _loop(run: Run, *, map: bool, thresh: float, iou_thresh: float, chart: bool)
                 net.train()
                 for layer in list(net.layers)[:inference_layers(net)]:
                     layer.eval()  # train=0 layers before stopbackward: BN on rolling statistics
-                torch.manual_seed(int(np.random.SeedSequence([loop.seed, loop.iteration])
-                                      .generate_state(1)[0]))  # dropout etc.  # fmt: skip
+                torch.manual_seed(int(np.random.SeedSequence(  # dropout etc.: rank's own masks
+                    [D.rank_seed(loop.seed, ctx.rank), loop.iteration]).generate_state(1)[0]))
                 loss = D.all_reduce_mean(_train_step(run, batch.images, batch.truth), ctx)
                 rate = _update(run, loss)
                 train_time, load_time = time.time() - t1, t1 - t0
@@ -254,6 +262,9 @@ def _loop(run: Run, *, map: bool, thresh: float, iou_thresh: float, chart: bool)
     summary = run.loader.summary()
     if ctx.is_main and (summary.bad_images or summary.label_files):
         say(str(summary))
+    if loop.skipped:
+        say(f"{loop.skipped} of the updates were skipped by the fp16 gradient scaler (inf/nan "
+            "gradients); the iteration count and learning rate advanced over them")
     return TrainResult(
         iteration=loop.iteration, weights=last_saved, backup=run.backup,
         best_map=loop.best_map if loop.best_map >= 0 else None, losses=tuple(loop.losses),
