@@ -211,6 +211,9 @@ def test_every_cfg_darknet_parses_runs_a_forward_pass(cfg: str, tmp_path: Path,
         assert tuple(output.shape) == (1, shape.channels, shape.height, shape.width), layer.where()
 
 
+HEADS = ("[yolo]", "[region]", "[Gaussian_yolo]", "[net]")
+
+
 @pytest.mark.parametrize("cfg", sorted(_structure()))
 def test_no_key_of_a_layer_section_is_reported_unused(cfg: str) -> None:
     """Darknet's cfgs use only keys darknet reads: none may be reported unused (heads and [net]
@@ -225,9 +228,6 @@ def test_no_key_of_a_layer_section_is_reported_unused(cfg: str) -> None:
             Network.from_cfg(path)
     unused = [str(w.message) for w in caught if issubclass(w.category, CfgWarning)]
     assert [m for m in unused if not any(head in m for head in HEADS)] == []
-
-
-HEADS = ("[yolo]", "[region]", "[Gaussian_yolo]", "[net]")
 
 
 def test_head_inputs_are_kept_while_later_layers_run() -> None:
