@@ -254,6 +254,8 @@ def _windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_demo_on_a_video_file_writes_out_filename(model: _Model, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+
     waits = _windows(monkeypatch)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "result.avi"
@@ -266,6 +268,14 @@ def test_demo_on_a_video_file_writes_out_filename(model: _Model, tmp_path: Path,
     # without -out_filename it saves nothing
     assert main(argv[:6]) == 0
     assert waits == [1, 1, 1] and not (tmp_path / "predictions").exists()
+    capsys.readouterr()
+
+    def no_display(name: str, image: object) -> None:
+        raise cv2.error("no display")
+
+    monkeypatch.setattr(cv2, "imshow", no_display)  # a machine without a display: one line
+    assert main(argv[:6]) == 2
+    assert "-dont_show" in _one_error_line(capsys)
 
 
 @pytest.mark.parametrize("argv_tail, opened", [

@@ -177,7 +177,8 @@ def _show(image: np.ndarray, wait: int = 0) -> None:
         cv2.imshow("predictions", image)
         cv2.waitKey(wait)  # 0: until a key (images), 1: the next frame (videos)
     except cv2.error as exc:
-        raise UsageError(f"cannot open a window ({exc.err}); run with --dont-show") from None
+        raise UsageError(f"cannot open a window ({exc.err}); run with --dont-show (in Darknet's "
+                         "form: -dont_show)") from None
 
 
 def _frames(capture: cv2.VideoCapture, batch: int) -> Iterator[list[np.ndarray]]:
