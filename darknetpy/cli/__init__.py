@@ -11,6 +11,7 @@ with exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -46,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not hit the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a captured stdout in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -78,5 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("darknetpy: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `darknetpy summary x.cfg | head`: the reader left; stop quietly
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
     finally:
         warnings.showwarning = previous

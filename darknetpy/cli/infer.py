@@ -56,7 +56,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     )
     what = f"{summary.images} images" + (
         f", {summary.frames} video frames" if summary.frames else ""
-    )
+    ) + (f", {len(summary.skipped)} unreadable images skipped" if summary.skipped else "")
     print(f"{what}, {summary.detections} detections in {summary.seconds:.2f} s", file=sys.stderr)
     if summary.written:
         where = save_dir if save_dir is not None else summary.written[0].parent

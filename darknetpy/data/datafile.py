@@ -33,7 +33,8 @@ __all__ = [
 
 
 class DataWarning(UserWarning):
-    """A ``.data`` key Darknet does not read (it would be silently ignored)."""
+    """A ``.data`` key Darknet does not read (it would be silently ignored), or an image or label
+    line a command skipped."""
 
 
 #: Keys of a .data file, with the Darknet function(s) that read them.

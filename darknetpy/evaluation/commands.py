@@ -33,7 +33,6 @@ from .records import (
     VALID_NMS,
     ScoredBox,
     Metrics,
-    Truth,
     _c,
 )
 from .run import (
@@ -44,6 +43,7 @@ from .run import (
     difficult_label_paths,
     detector_facts,
     load_detector,
+    read_truths,
     valid_images,
 )
 from .valid import COCO_IDS, format_coco_results, format_voc_results
@@ -152,7 +152,7 @@ def evaluate_network(
     per_image = detect(images) if distribute is None else distribute(images, detect)
     sizes = [size for size, _ in per_image]
     dets = [d for _, d in per_image]
-    truths = [[Truth(*box) for box in read_boxes(label_path(path))] for path in images]
+    truths = read_truths(images)  # malformed label lines: counted, reported
     result = darknet_map(
         dets,
         truths,

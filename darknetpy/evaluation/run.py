@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.datafile import DataConfig, read_image_list, read_names, resolve_path
-from ..data.labels import label_path
+from ..data.datafile import DataConfig, DataWarning, read_image_list, read_names, resolve_path
+from ..data.labels import label_path, read_boxes, read_labels
 from ..errors import DataError, UsageError
 from ..inference import pipeline
 from ..model.heads.detections import Detections
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
-from .records import ScoredBox
+from .records import ScoredBox, Truth
 
 
 @dataclass(frozen=True)
@@ -230,3 +231,37 @@ def difficult_label_paths(config: DataConfig) -> list[Path] | None:
             label = next((p for p in found if p.is_file()), label)
         out.append(label)
     return out
+
+
+def read_truths(images: Sequence[Path]) -> list[list[Truth]]:
+    """Each image's ground truth as ``validate_detector_map`` reads it (``read_boxes``: unfiltered,
+    a file read until its first value that does not parse).
+
+    Darknet says nothing when a line is not ``class x y w h``: it reads the file as a stream of
+    values, so the boxes after that line shift or are lost. darknetpy counts the same truths, and
+    reports such lines (found with :func:`~darknetpy.data.labels.read_labels`, as training does)
+    in one :class:`~darknetpy.data.datafile.DataWarning`.
+    """
+    truths: list[list[Truth]] = []
+    bad_files: list[Path] = []
+    bad_lines = counted = well_formed = 0
+    for image in images:
+        label = label_path(image)
+        boxes = read_boxes(label)
+        truths.append([Truth(*box) for box in boxes])
+        _, report = read_labels(label)
+        if report.malformed:
+            bad_files.append(label)
+            bad_lines += report.malformed
+            counted += len(boxes)
+            well_formed += report.boxes + report.non_finite + report.bad_class + report.invalid
+    if bad_files:
+        warnings.warn(
+            f"{bad_lines} label lines in {len(bad_files)} files are not 'class x y w h' (first: "
+            f"{bad_files[0]}); Darknet's map reads such files as a stream of values: {counted} "
+            f"truths counted in them, where their well-formed lines hold {well_formed}; fix the "
+            "lines (darknetpy check DATA lists them)",
+            DataWarning,
+            stacklevel=2,
+        )
+    return truths

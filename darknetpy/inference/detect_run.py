@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from ..data.datafile import DataWarning
 from ..errors import DataError, UsageError
 from ..files import atomic_write, refuse_overwrite
 from .darknet_output import darknet_json, draw_detections, ext_output_lines, write_yolo_labels
@@ -37,6 +39,7 @@ class DetectSummary:
     detections: int = 0
     seconds: float = 0.0
     written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why each unreadable image was skipped
 
 
 def _output_path(save_dir: Path, source: Path, suffix: str, used: set[Path]) -> Path:
@@ -81,9 +84,13 @@ def run_detect(
         out_filename: the drawn video of the one video, stream or camera (darknet's demo
             ``-out_filename``), instead of ``save_dir/<stem>.mp4``.
 
+    An unreadable image is skipped (a :class:`~darknetpy.data.datafile.DataWarning` naming it;
+    ``summary.skipped`` holds why) and the others are detected, drawn and written, as training
+    skips an unusable image; when no image nor video is left, that is an error.
+
     Raises:
-        UsageError: an output file would overwrite an input file.
-        DataError: an unreadable image or video.
+        UsageError: an output file would overwrite an input file; ``save_dir`` is not a folder.
+        DataError: an unreadable video, or no readable image at all.
     """
     inputs = [s.path for s in sources]
     summary = DetectSummary()
@@ -92,10 +99,11 @@ def run_detect(
     if json_path is not None:
         refuse_overwrite(json_path, *inputs)
     if save_dir is not None:
-        save_dir.mkdir(parents=True, exist_ok=True)
+        _make_folder(save_dir)
     start = time.perf_counter()
     frame_id = 0
     images = [s for s in sources if s.kind == "image"]
+    skipped = summary.skipped if len(sources) > 1 else None  # one image alone: its error
 
     def report(prediction: Prediction, seconds: float) -> None:
         print_fn(f"{prediction.source}: Predicted in {seconds * 1000:f} milli-seconds.")
@@ -105,15 +113,10 @@ def run_detect(
     for chunk_start in range(0, len(images), max(1, batch_size)):
         chunk = images[chunk_start : chunk_start + max(1, batch_size)]
         t0 = time.perf_counter()
-        predictions = model.predict(
-            [s.path for s in chunk],
-            thresh=thresh,
-            nms=nms,
-            letter_box=letter_box,
-            batch_size=batch_size,
-        )
+        found = _predict_readable(model, chunk, skipped, thresh=thresh, nms=nms,
+                                  letter_box=letter_box, batch_size=batch_size)  # fmt: skip
         per_image = (time.perf_counter() - t0) / len(chunk)
-        for source, prediction in zip(chunk, predictions):
+        for source, prediction in found:
             frame_id += 1
             summary.images += 1
             summary.detections += len(prediction)
@@ -164,12 +167,44 @@ def run_detect(
             entries.append(darknet_json(prediction, frame_id))
         if out is not None:
             summary.written.append(out)
+    if summary.skipped and not summary.images and not summary.frames:
+        raise DataError(f"no readable image among the {len(summary.skipped)} given (first: "
+                        f"{summary.skipped[0]})")  # fmt: skip
     if json_path is not None:
         text = json.dumps(entries, indent=1).encode()
         atomic_write(json_path, lambda f: f.write(text))
         summary.written.append(json_path)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--save-dir {folder}: is a file, not a folder; name a folder (it is "
+                         "created) or pass --no-save")  # fmt: skip
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--save-dir {folder}: cannot create it ({exc.strerror or exc})") from None
+
+
+def _predict_readable(
+    model: InferenceModel, chunk: Sequence[Source], skipped: list[str] | None, **options: Any
+) -> list[tuple[Source, Prediction]]:
+    """``model.predict`` over ``chunk``; when an image of it cannot be read, each image alone,
+    skipping (warning about and appending to ``skipped``) the unreadable ones; with ``skipped``
+    None, the error is raised."""
+    try:
+        return list(zip(chunk, model.predict([s.path for s in chunk], **options)))
+    except DataError as exc:
+        if skipped is None:
+            raise
+        if len(chunk) == 1:
+            skipped.append(str(exc))
+            warnings.warn(f"skipped {exc}", DataWarning, stacklevel=2)
+            return []
+    return [pair for source in chunk for pair in _predict_readable(model, [source], skipped,
+                                                                     **options)]  # fmt: skip
 
 
 def _show(image: np.ndarray, wait: int = 0) -> None:

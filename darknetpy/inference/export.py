@@ -126,7 +126,8 @@ def export_onnx(
             layer buffers or with :meth:`Network.forward_layers` one layer at a time.
 
     Raises:
-        UsageError: an opset below 11, or ``with_decode`` on a network without detection heads.
+        UsageError: an opset below 11, ``with_decode`` on a network without detection heads, no
+            ``onnx`` package, or a missing folder.
     """
     if opset < MIN_OPSET:
         raise UsageError(f"--opset {opset}: darknetpy exports with opset {MIN_OPSET} or later")
@@ -136,6 +137,7 @@ def export_onnx(
             "other detection layer; this network has none"
         )
     path = Path(path)
+    _check_can_write(path)
     # a copy either way: the caller's network keeps its device, dtype and train/eval mode
     runtime = fuse_conv_batchnorm(network) if fuse else copy.deepcopy(network)
     runtime = runtime.to("cpu", torch.float32).eval()
@@ -150,7 +152,6 @@ def export_onnx(
     )
     names = output_names(network, with_decode, all_layers)
     axes = {name: {0: "batch"} for name in ["images", *names]} if dynamic_batch else None
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
@@ -168,3 +169,21 @@ def export_onnx(
             )
     tmp.replace(path)
     return path
+
+
+def _check_can_write(path: Path) -> None:
+    """The ``onnx`` package is there and ``path``'s folder exists (no folder is made silently).
+
+    Raises:
+        UsageError: naming what to install, or the missing folder.
+    """
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export writes the model through it)
+    except ImportError:
+        raise UsageError(
+            "ONNX export needs the onnx package, which the plain install leaves out: "
+            'pip install -e ".[onnx]" (or pip install onnx)'
+        ) from None
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise UsageError(f"{path}: the folder {path.parent} {what}; create it first")

@@ -299,9 +299,12 @@ def _classes(network: Network) -> int | None:
 
 
 # ---------------------------------------------------------------- loading
+_NO_WEIGHTS: Any = object()  # load(cfg)'s default: no weights mentioned (warned), unlike None
+
+
 def load(
     cfg: str | Path,
-    weights: str | Path | None = None,
+    weights: str | Path | None = _NO_WEIGHTS,
     device: str | torch.device = "cpu",
     half: bool | None = None,
     fuse: bool = True,
@@ -318,7 +321,7 @@ def load(
     Args:
         cfg: the ``.cfg`` file, or a darknetpy ``.pt`` checkpoint (then ``weights`` stays None).
         weights: a darknet ``.weights`` file or a ``.pt`` checkpoint (told apart by content);
-            None keeps darknet's random initialisation.
+            ``None`` keeps darknet's random initialisation; left out, the same with a UserWarning.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         half: float16 weights and activations; default: on CUDA only.
         fuse: fold batch norm into the convolutions (darknet's ``fuse_conv_batchnorm``).
@@ -338,6 +341,11 @@ def load(
         CfgError, WeightsError, DataError, UsageError: naming the file and the problem.
     """
     cfg = Path(cfg)
+    if weights is _NO_WEIGHTS:
+        weights = None
+        if not is_checkpoint(cfg):
+            warnings.warn(f"{cfg}: no weights given, so they are random (Darknet's init); pass "
+                          "a .weights/.pt file, or weights=None to mean it", stacklevel=2)
     if is_checkpoint(cfg):
         if weights is not None:
             raise UsageError(

@@ -193,7 +193,13 @@ def image_pixels(
         t = image.detach().cpu()
         if t.dtype == torch.uint8:
             return t.permute(1, 2, 0).numpy(), COLOR_ORDERS["rgb"], name
-        return np.ascontiguousarray(t.float().numpy()), None, name
+        pixels = np.ascontiguousarray(t.float().numpy())
+        if pixels.size and (top := float(pixels.max())) > 1.0 + 1e-3:  # 0-255 floats
+            raise DataError(
+                f"{name}: float tensors must hold RGB in [0, 1], this one reaches {top:g}; "
+                "divide by 255 (or pass a uint8 tensor)"
+            )
+        return pixels, None, name
     raise DataError(
         f"image {index}: unsupported type {type(image).__name__}; give a path, a numpy "
         "uint8 (H, W, 3) array or a torch (3, H, W) tensor"

@@ -84,6 +84,7 @@ def read_sources(sources: Sequence[str | Path], stdin: IO[str] | None = None) ->
 
     Raises:
         DataError: a missing path, an empty folder, or a file that is none of these.
+        UsageError: no SOURCE and nothing on stdin, or a cfg file given as a source.
     """
     if not sources:
         if stdin is None or stdin.isatty():
@@ -130,6 +131,14 @@ def _read_list(path: Path) -> list[Path]:
         ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = (line.strip() for line in text.splitlines())
+    first = next((line for line in lines if line[:1] not in ("", "#", ";")), "")
+    if first.startswith("["):  # `detect img.jpg yolov4.cfg w` or darknet's DATA CFG order
+        raise UsageError(
+            f"{path}: looks like a cfg ({first}) given as the source; the order is "
+            "darknetpy detect CFG WEIGHTS SOURCE... (or darknet's: darknetpy detector test "
+            "DATA CFG WEIGHTS IMAGE)"
+        )
     paths = _list_lines(text, path.parent)
     if not paths:
         raise DataError(f"{path}: the image list holds no path")

@@ -66,7 +66,12 @@ def build_layer(section: Section, ctx: BuildContext, *, strict: bool = False,
             f"case-sensitive: {', '.join(sorted(builders))}"
         )
     opts = Options(section)
-    layer = builder(opts, ctx)
+    try:
+        layer = builder(opts, ctx)
+    except CfgError as exc:  # a misspelt key may be why (`clases=1` -> classes=20's filters)
+        if not (hints := opts.misspelt()):
+            raise
+        raise CfgError(f"{exc}; {hints}") from exc
     layer.training_opts = read_layer_training(opts)
     opts.ignore("onlyforward")
     opts.check_unused(strict)

@@ -178,8 +178,10 @@ class Options:
 
     section: Section
     _used: set[int] = field(default_factory=set)  # indices into section.entries
+    _asked: set[str] = field(default_factory=set)  # every key looked up: what this section reads
 
     def _find(self, key: str) -> Entry | None:
+        self._asked.add(key)
         for index, entry in enumerate(self.section.entries):
             if entry.key == key:
                 self._used.add(index)
@@ -276,13 +278,36 @@ class Options:
         """Every line nobody read, in file order (darknet's ``option_unused``)."""
         return [e for i, e in enumerate(self.section.entries) if i not in self._used]
 
-    def check_unused(self, strict: bool = False) -> None:
-        """Warn (or, with ``strict``, raise) about every unread line."""
+    def nearest_key(self, key: str) -> str | None:
+        """The key this section reads (so far) that ``key`` most likely misspells, if any."""
+        close = difflib.get_close_matches(key, sorted(self._asked - {key}), n=1, cutoff=0.75)
+        return close[0] if close else None
+
+    def misspelt(self) -> str:
+        """``'clases=1' (line 12) is not read: did you mean 'classes'?`` for every unread line
+        whose key is close to one this section reads; empty when there is none."""
+        hints = []
         for entry in self.unused():
-            duplicate = any(
-                e.key == entry.key for e in self.section.entries[: self.section.entries.index(entry)]
-            )
+            near = None if self.is_duplicate(entry) else self.nearest_key(entry.key)
+            if near is not None:
+                hints.append(f"'{entry.key}={entry.value}' (line {entry.line}) is not read: "
+                             f"did you mean '{near}'?")  # fmt: skip
+        return "; ".join(hints)
+
+    def is_duplicate(self, entry: Entry) -> bool:
+        """True when an earlier line of the section has ``entry``'s key (the first one wins)."""
+        before = self.section.entries[: self.section.entries.index(entry)]
+        return any(e.key == entry.key for e in before)
+
+    def check_unused(self, strict: bool = False) -> None:
+        """Warn (or, with ``strict``, raise) about every unread line; a key close to one the
+        section reads gets a "did you mean" (``activaton=`` -> ``activation``)."""
+        for entry in self.unused():
+            duplicate = self.is_duplicate(entry)
             why = "duplicate key, the first occurrence wins" if duplicate else "not used by this layer"
+            near = None if duplicate else self.nearest_key(entry.key)
+            if near is not None:
+                why += f", did you mean '{near}'?"
             message = (
                 f"{self.where(entry)}: unused field '{entry.key}={entry.value}' ({why}; "
                 "darknet: 'Unused field')"
