@@ -446,3 +446,23 @@ def test_gloo_failing_evaluation_stops_all_ranks(tmp_path: Path) -> None:
     errors = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["error"] for r in (0, 1)]
     assert errors == ["rank 1: valid image unreadable"] * 2
     assert (tmp_path / "ddp" / "tiny_last.weights").exists()
+
+
+def _resume_worker(cfg: str, data: str, backup: str, max_batches: int, weights: str | None) -> None:
+    torch.set_num_threads(1)
+    train_module.train(cfg, data, weights, seed=6, backup=backup, max_batches=max_batches,
+                       **QUIET)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_gloo_resume_is_exact(tmp_path: Path) -> None:
+    """2 processes: 3 steps (iterations 2, 4, 6) in one run == 1 step, then a resume from ``_last``
+    for 2 more (every rank loads rank 0's state): the same final bytes."""
+    run = _tiny(tmp_path, savelast=2)
+    args = (str(run.cfg), str(run.data))
+    D.launch(_resume_worker, 2, *args, str(tmp_path / "one"), 6, None)
+    D.launch(_resume_worker, 2, *args, str(tmp_path / "two"), 2, None)
+    D.launch(_resume_worker, 2, *args, str(tmp_path / "two"), 6,
+             str(tmp_path / "two" / "tiny_last.weights"))  # fmt: skip
+    one, two = (tmp_path / d / "tiny_final.weights" for d in ("one", "two"))
+    assert one.read_bytes() == two.read_bytes()
