@@ -133,6 +133,7 @@ class ImageCache:
                 try:  # blocks backed now: ENOSPC here rather than SIGBUS on a later write
                     os.posix_fallocate(f.fileno(), 0, self.nbytes)
                 except OSError as exc:
+                    _unlink(file)
                     raise ShmTooSmall(f"{file}: cannot reserve {self.nbytes} bytes for the image "
                                       f"cache ({exc.strerror}); give the container more shared "
                                       "memory (docker run --shm-size=...)") from None  # fmt: skip

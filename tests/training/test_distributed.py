@@ -266,6 +266,7 @@ def test_small_shm_falls_back_with_a_message(tmp_path: Path,
     monkeypatch.setattr(os, "posix_fallocate", nospace)
     with pytest.raises(ShmTooSmall, match="No space left on device"):
         ImageCache(photos, 1, file=tmp_path / "d.u8")
+    assert not (tmp_path / "d.u8").exists()
     monkeypatch.setattr(image_cache, "shm_free_bytes", lambda *_: 64 * 2**20)  # room for 4 photos
     aug = AugmentConfig(width=64, height=64, classes=1)
     with warnings.catch_warnings():
