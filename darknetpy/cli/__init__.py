@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ..errors import DarknetpyError
 from .darknet_forms import DETECTOR_VERBS, detector_help, translate_darknet_form  # noqa: F401
@@ -32,8 +33,16 @@ def _groups() -> tuple:  # noqa: ANN202
     return (core, infer, training, evaluation, import_yolox, import_ultralytics)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as darknetpy's own errors (the subcommands'
+    parsers are of this class too: ``add_subparsers`` makes them of the parent's type)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="darknetpy",
         description="Darknet .cfg/.weights in PyTorch: summary, detect, train, map, convert, export.",
     )

@@ -166,7 +166,11 @@ def cmd_calc_anchors(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
 
-    report = check_dataset(Path(args.data), read_images=not args.no_images)
+    data = Path(args.data)
+    if not data.is_file():  # the argument itself: one error line, not a dataset report
+        why = "is a folder; darknetpy check takes a .data file" if data.is_dir() else "no such file"
+        raise UsageError(f"{data}: {why}")
+    report = check_dataset(data, read_images=not args.no_images)
     print(report.format(limit=args.limit))
     return 0 if report.ok else 1
 
