@@ -146,6 +146,29 @@ def test_prepare_applies_the_settings(tiny_run: Callable[..., TinyRun], tmp_path
 
 
 @pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
+def test_channels_last_training_step_computes_the_same_loss(tiny_run: Callable[..., TinyRun],
+                                                            tmp_path: Path) -> None:
+    """The AMP-on-CUDA memory format, run on the CPU: the loss path takes NHWC head outputs."""
+    import dataclasses
+
+    from darknetpy.training.train import _train_step
+
+    run_files = tiny_run(tiny_train_cfg(max_batches=2), images=None)
+    run = prepare(D.setup("cpu"), run_files.cfg, run_files.data, None, clear=False, amp="off",
+                  workers=0, seed=0, max_batches=None, backup=tmp_path / "b", map_epochs=4,
+                  strict=False, progress=False, cache=False)  # fmt: skip
+    batch = run.loader.get(1, 64, 64)
+    run.net.train()
+    nchw = _train_step(run, batch.images, batch.truth)
+    run.device_settings = dataclasses.replace(run.device_settings, channels_last=True)
+    S.apply_settings(run.device_settings, run.net)
+    assert any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last)
+               and not p.is_contiguous() for p in run.net.parameters())  # fmt: skip
+    nhwc = _train_step(run, batch.images, batch.truth)
+    assert nhwc == pytest.approx(nchw, rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
 def test_persistent_workers_survive_a_new_iterate(tmp_path: Path) -> None:
     from tests.data.scenes import write_dataset
 
