@@ -6,6 +6,7 @@ and ``--lenient``."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import warnings
 from collections.abc import Callable
@@ -412,6 +413,8 @@ def test_extra_bytes_name_the_lenient_flag(model: _Model, eval_set: Path, tmp_pa
             "recall": ["recall", str(model.cfg), str(eval_set), str(long)],
             "valid": ["valid", str(model.cfg), str(eval_set), str(long),
                       "--out", str(tmp_path / "v.json")]}
+    if importlib.util.find_spec("onnx") is not None:  # export's optional dependency
+        runs["export"] = ["export", str(model.cfg), str(long), str(tmp_path / "tiny.onnx")]
     for verb, argv in runs.items():
         assert main(argv) == 2, verb
         err = _one_error_line(capsys)
