@@ -467,3 +467,26 @@ def test_gloo_resume_is_exact(tmp_path: Path) -> None:
              str(tmp_path / "two" / "tiny_last.weights"))  # fmt: skip
     one, two = (tmp_path / d / "tiny_final.weights" for d in ("one", "two"))
     assert one.read_bytes() == two.read_bytes()
+
+
+@pytest.mark.slow
+def test_cli_two_processes_one_message_for_a_broken_valid_image(tmp_path: Path) -> None:
+    """``train --cpu-processes 2 --map`` with a broken image in rank 1's part of ``valid=``: one
+    error line (not one per process), exit status 2, ``_last`` saved; no hang."""
+    run = _tiny(tmp_path)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    broken.with_suffix(".txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    valid = tmp_path / "valid-broken.txt"
+    valid.write_text("".join(f"{p}\n" for p in [*run.images[:3], broken]))
+    run.data.write_text(run.data.read_text().replace(f"valid={run.valid}", f"valid={valid}"))
+    assert f"valid={valid}" in run.data.read_text()
+    cmd = [sys.executable, "-m", "darknetpy", "train", str(run.cfg), str(run.data),
+           "--cpu-processes", "2", "--map", "--max-batches", "2", "--workers", "0", "--seed", "1",
+           "--no-progress", "--no-chart", "--backup", str(tmp_path / "b")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("darknetpy: error:")]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and str(broken) in errors[0], done.stderr
+    assert (tmp_path / "b" / "tiny_last.weights").exists()
