@@ -443,7 +443,7 @@ def test_prepare_equals_the_float_path_bit_for_bit(
 ) -> None:
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(tiny_cfg(width=96, height=64))
-    model = load(cfg)
+    model = load(cfg, weights=None)  # random weights on purpose: no warning
     rgb = np.random.default_rng(3).integers(0, 256, (77, 123, 3), dtype=np.uint8)
     image, color = _as_input(kind, rgb, tmp_path)
     x, size, source = model.prepare(image, color=color, letter_box=letter, index=5)
