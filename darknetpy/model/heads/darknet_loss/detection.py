@@ -95,7 +95,7 @@ def detection_loss(out: torch.Tensor, truth: torch.Tensor | np.ndarray, o: Detec
     """
     n = out.shape[0]
     values = out.detach().float().cpu().reshape(n, -1).numpy()
-    truths = Truths.from_tensor(truth, o.max_boxes, batch=n, index=index)
+    truths = Truths.from_tensor(truth, o.max_boxes, batch=n, index=index, device="cpu")
     rows = torch.cat((truths.boxes, truths.classes.unsqueeze(-1).float()), -1).numpy()
     valid = truths.valid(o.classes, class_check_first=False, any_class=True).numpy()
     cells, c, nb = o.side * o.side, o.classes, o.num
