@@ -153,7 +153,8 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
         loop.iteration = 0 if clear else header.seen // c.batch  # get_current_batch
         loop.iter_map = loop.iter_save = loop.iter_save_last = loop.iteration
     loop.seed = seed if seed is not None else (loop.seed if state else init_seed)
-    loop.seed = int(D.broadcast_float(float(loop.seed), ctx))  # a random seed: rank 0's
+    if seed is None and not state:  # drawn at random (< 2**31): rank 0's on every rank
+        loop.seed = int(D.broadcast_float(float(loop.seed), ctx))
     loop.width, loop.height = c.width, c.height
 
     net.to(ctx.device)

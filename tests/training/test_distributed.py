@@ -403,14 +403,23 @@ def _rank_worker(cfg: str, data: str, out: str, options: dict) -> None:
             raise DataError(f"rank {rank}: valid image unreadable")
 
         commands.detect_images = broken
+    seeds, real_prepare = [], train_module.prepare
+
+    def spying(*args, **kwargs):
+        r = real_prepare(*args, **kwargs)
+        seeds.append(r.loop.seed)
+        return r
+
+    train_module.prepare = spying
     try:
-        result = train_module.train(cfg, data, seed=5, backup=Path(out) / "ddp", map=True,
+        result = train_module.train(cfg, data, backup=Path(out) / "ddp", map=True,
                                     progress=False, chart=False, workers=0, cache=True,
-                                    **options)  # fmt: skip
+                                    **{"seed": 5, **options})  # fmt: skip
     except DataError as exc:
         torch.save({"error": str(exc)}, Path(out) / f"rank{rank}.pt")
         return
     torch.save({"iteration": result.iteration, "maps": list(result.maps), "decoded": decoded,
+                "seeds": seeds,
                 "state": {k: v.detach().cpu() for k, v in result.network.state_dict().items()}},
                Path(out) / f"rank{rank}.pt")  # fmt: skip
 
@@ -420,8 +429,9 @@ def _rank_worker(cfg: str, data: str, out: str, options: dict) -> None:
 def test_gloo_ranks_share_cache_map_and_weights(tmp_path: Path, world: int) -> None:
     run = _tiny(tmp_path)
     D.launch(_rank_worker, world, str(run.cfg), str(run.data), str(tmp_path),
-             {"max_batches": 2 * world})  # fmt: skip
+             {"max_batches": 2 * world, "seed": None})  # fmt: skip
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    assert len({seed for r in ranks for seed in r["seeds"]}) == 1  # a random seed: rank 0's
     assert {r["iteration"] for r in ranks} == {2 * world}
     assert sorted(ranks[0]["decoded"]) == sorted(map(str, run.images))  # one cache, rank 0's
     assert all(r["decoded"] == [] for r in ranks[1:])
