@@ -146,8 +146,25 @@ def test_cpu_processes_is_gloo_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> No
         D.setup("cpu", [0])  # the library never trains gpus= on the CPU either
 
 
-@pytest.mark.parametrize("rule, rate", [pytest.param("darknet", 0.002, marks=pytest.mark.slow),
-                                        ("none", 0.001)])
+@pytest.mark.parametrize("rule, factor", [("darknet", 2), ("none", 1)])
+def test_gpu_lr_rule_reaches_the_network(rule: str, factor: int, tiny_run: Callable[..., TinyRun],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare() of one of two processes (simulated: no process group; DDP and the broadcast of the
+    weights stubbed): [net] learning_rate x 2 under Darknet's rule, x 1 under none."""
+    from darknetpy.training.setup import prepare
+
+    run = tiny_run(tiny_train_cfg(learning_rate=0.001), images=4)
+    monkeypatch.setattr(D, "broadcast_module", lambda *args: None)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: model)
+    r = prepare(D.DistContext(world_size=2), run.cfg, run.data, None, clear=False, amp="off",
+                workers=0, seed=1, max_batches=None, backup=tmp_path / "b", map_epochs=4,
+                strict=False, progress=False, cache=False, gpu_lr_rule=rule)  # fmt: skip
+    assert r.c.learning_rate == pytest.approx(0.001 * factor)
+    assert r.net.net.learning_rate == pytest.approx(0.001 * factor)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule, rate", [("darknet", 0.002), ("none", 0.001)])
 def test_cpu_processes_train_with_the_rule(rule: str, rate: float, tiny_run: Callable[..., TinyRun],
                                            capfd: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
