@@ -264,6 +264,7 @@ def _windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     import cv2
 
     waits: list[int] = []
+    monkeypatch.setenv("DISPLAY", ":99")  # a display to open them on (none is opened)
     monkeypatch.setattr(cv2, "imshow", lambda name, image: None)
     monkeypatch.setattr(cv2, "waitKey", lambda delay=0: waits.append(delay) or -1)
     return waits
@@ -387,6 +388,24 @@ def test_dash_i_selects_the_gpu(model: _Model, monkeypatch: pytest.MonkeyPatch,
     seen = _fake_train(monkeypatch)
     assert main(["detector", "train", "x.data", "x.cfg", "-i", "0"]) == 2
     assert "CUDA is not available" in _one_error_line(capsys) and not seen
+    _cuda(monkeypatch, 2)
+    assert main(argv[:-3] + ["-i", "3", "-dont_show"]) == 2
+    assert "cuda:3" in _one_error_line(capsys)  # a GPU the machine lacks: one line, no traceback
+
+
+def test_sources_keep_stream_addresses_whole(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from darknetpy.inference.sources import read_sources
+
+    monkeypatch.chdir(tmp_path)
+    got = read_sources(["rtsp://user:pw@cam:554/live?ch=1", "HTTPS://cam/x.mjpg", "camera:2"])
+    assert [(s.kind, s.name, s.capture) for s in got] == [
+        ("stream", "rtsp://user:pw@cam:554/live?ch=1", "rtsp://user:pw@cam:554/live?ch=1"),
+        ("stream", "HTTPS://cam/x.mjpg", "HTTPS://cam/x.mjpg"),
+        ("camera", "camera:2", 2)]
+    assert all("/" not in str(s.path) and ":" not in str(s.path) for s in got)  # output names
+    (tmp_path / "camera:2").write_bytes(b"x")  # a file of that name is a file
+    assert read_sources(["camera:2"])[0].kind != "camera"
 
 
 # ------------------------------------------------------------ .pt in map/valid/recall; --lenient
