@@ -45,6 +45,8 @@ def world(root: Path) -> dict[str, Path]:
     files["tiny_weights"], files["other_weights"] = root / "tiny.weights", root / "other.weights"
     put("trunc.weights", (root / "tiny.weights").read_bytes()[:100])
     put("empty.cfg", "")
+    put("typo.cfg", tiny_cfg(width=32, height=32).replace("activation=linear", "activaton=linear"))
+    put("clases.cfg", tiny_cfg(width=32, height=32).replace("classes=1", "clases=1"))
     put("badline.cfg", tiny_cfg(width=32, height=32).replace("size=3", "size 3", 1))
     put("list.txt", f"{images[0]}\n")
     put("names.names", "raccoon\n")
@@ -67,6 +69,8 @@ ROWS: list[tuple[str, str]] = [
     ("summary-bad-line", "summary {badline_cfg}"),
     ("summary-weights-as-cfg", "summary {tiny_weights}"),
     ("summary-unknown-flag", "summary {tiny_cfg} --frobnicate"),
+    ("summary-strict-misspelt-key", "summary {typo_cfg} --strict"),
+    ("summary-misspelt-classes", "summary {clases_cfg}"),
     ("summary-no-arg", "summary"),
     ("partial-truncated", "partial {tiny_cfg} {trunc_weights} {tmp}/p.weights 1"),
     ("partial-bad-number", "partial {tiny_cfg} {tiny_weights} {tmp}/p.weights abc"),
@@ -88,6 +92,7 @@ ROWS: list[tuple[str, str]] = [
     ("detect-names-missing", "detect {tiny_cfg} {tiny_weights} {image} --names {missing}.names"),
     ("detect-save-dir-file", "detect {tiny_cfg} {tiny_weights} {image} --save-dir {notes_txt}"),
     ("detect-bad-device", "detect {tiny_cfg} {tiny_weights} {image} --device tpu"),
+    ("detect-no-such-gpu", "detect {tiny_cfg} {tiny_weights} {image} --device cuda:9"),
     ("convert-one-file", "convert {tiny_weights}"),
     ("convert-weights-without-cfg", "convert {tiny_weights} {tmp}/x.pt"),
     ("convert-truncated", "convert {tiny_cfg} {trunc_weights} {tmp}/x.pt"),
@@ -104,6 +109,7 @@ ROWS: list[tuple[str, str]] = [
     ("train-other-cfg-weights", "train {train_cfg} {good_data} {other_weights}"),
     ("train-unknown-flag", "train {train_cfg} {good_data} --frobnicate"),
     ("train-bad-gpus", "train {train_cfg} {good_data} --gpus a,b"),
+    ("train-repeated-gpus", "train {train_cfg} {good_data} --gpus 0,0"),
     ("map-missing-weights", "map {tiny_cfg} {good_data} {missing}.weights"),
     ("map-truncated", "map {tiny_cfg} {good_data} {trunc_weights}"),
     ("map-other-cfg-weights", "map {tiny_cfg} {good_data} {other_weights}"),
@@ -148,11 +154,38 @@ ROWS: list[tuple[str, str]] = [
     ("detector-calc-anchors-extra", "detector calc_anchors {good_data} {tiny_cfg}"),
     ("detector-demo-missing-video", "detector demo {good_data} {tiny_cfg} {tiny_weights} "
                                     "{missing}.mp4"),
+    ("detector-demo-out-filename-image", "detector demo {good_data} {tiny_cfg} {tiny_weights} "
+                                         "{image} -out_filename {tmp}/o.mp4 -dont_show"),
+    ("detector-demo-no-display", "detector demo {good_data} {tiny_cfg} {tiny_weights} {image}"),
+    ("detector-test-i-without-cuda", "detector test {good_data} {tiny_cfg} {tiny_weights} {image} "
+                                     "-i 1"),
     ("train-gpus-without-cuda", "detector train {good_data} {train_cfg} -gpus 0"),
 ]
 
+#: what the line must say, for the rows of issue 12's list
+EXPECT = {
+    "summary-bad-line": r"badline\.cfg:\d+ \[convolutional\]: cannot parse 'size 3'",
+    "summary-strict-misspelt-key": r"unused field 'activaton=linear' .*did you mean 'activation'",
+    "summary-misspelt-classes": r"needs filters=75 .*'clases=1' \(line \d+\) is not read: did you "
+                                r"mean 'classes'",
+    "detect-cfg-as-source": r"looks like a cfg \(\[net\]\) given as the source",
+    "detect-save-dir-file": r"--save-dir .*notes\.txt: is a file, not a folder",
+    "detect-bad-thresh": r"--thresh: abc: expected a number",
+    "detect-truncated-weights": r"trunc\.weights: truncated in layer 0",
+    "detect-other-cfg-weights": r"other\.weights: .*different cfg",
+    "export-missing-folder": r"the folder .*no/dir does not exist",
+    "map-names-missing": r"nonames\.data:4: names file .*missing\.names does not exist",
+    "detector-train-swapped": r"look swapped",
+    "train-gpus-without-cuda": r"--gpus 0: CUDA is not available",
+    "detector-test-i-without-cuda": r"CUDA",
+    "detector-demo-out-filename-image": r"--out-filename .*needs exactly one video",
+    "detector-demo-no-display": r"cannot open a window: no display .*-dont_show",
+}
+
 #: rows whose command needs what this machine lacks to fail (they would run, not fail, with it)
-NEEDS_NO_CUDA = {"train-gpus-without-cuda"}
+NEEDS_NO_CUDA = {"train-gpus-without-cuda", "detector-test-i-without-cuda"}
+#: rows run as on a Linux machine without a display (OpenCV's window would abort the process)
+NEEDS_NO_DISPLAY = {"detector-demo-no-display"}
 
 
 def _argv(row: str, files: dict[str, Path]) -> list[str]:
@@ -167,17 +200,24 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("row", [row for _, row in ROWS], ids=[name for name, _ in ROWS])
 def test_bad_input_is_one_line_a_non_zero_status_and_no_traceback(
-    row: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    row: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = next(n for n, r in ROWS if r == row)
     if name in NEEDS_NO_CUDA and torch.cuda.is_available():
         pytest.skip("CUDA is available: -gpus 0 selects it instead of failing")
+    if name in NEEDS_NO_DISPLAY:
+        if not sys.platform.startswith("linux"):
+            pytest.skip("the display check is Linux's (DISPLAY / WAYLAND_DISPLAY)")
+        monkeypatch.delenv("DISPLAY", raising=False)
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     status, _, err = run_cli(_argv(row, files), capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert status != 0, f"exit status 0 for: {row}\n{err}"
     assert "Traceback" not in err, err
     assert len(lines) == 1, "\n".join(lines)
     assert re.match(r"darknetpy( [\w-]+)*: error: \S", lines[0]), lines[0]
+    assert re.search(EXPECT.get(name, ""), lines[0]), (EXPECT[name], lines[0])
 
 
 def test_every_verb_has_a_row() -> None:

@@ -7,6 +7,8 @@ are :mod:`.sources`; what is printed, drawn and written per image is :mod:`.dark
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -208,6 +210,11 @@ def _predict_readable(
 
 
 def _show(image: np.ndarray, wait: int = 0) -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        # OpenCV's Qt build aborts the whole process there (SIGABRT) instead of raising cv2.error
+        raise UsageError("cannot open a window: no display (DISPLAY is not set); run with "
+                         "--dont-show (in Darknet's form: -dont_show)")
     try:
         cv2.imshow("predictions", image)
         cv2.waitKey(wait)  # 0: until a key (images), 1: the next frame (videos)
