@@ -380,6 +380,10 @@ def test_dash_i_selects_the_gpu(model: _Model, monkeypatch: pytest.MonkeyPatch,
     assert translate_darknet_form(argv)[-2:] == ["--gpus", "1"]
     assert translate_darknet_form(["detector", "map", "d", "c", "w", "-i", "2"])[-2:] == [
         "--device", "cuda:2"]
+    notes: list[str] = []  # -gpus outside train: its first GPU, as the verb runs on one
+    argv = ["detector", "map", "d", "c", "w", "-gpus", "1,2"]
+    assert translate_darknet_form(argv, notes)[-2:] == ["--device", "cuda:1"]
+    assert notes == ["-gpus 1,2: detector map runs on one GPU, cuda:1"]
     _cuda(monkeypatch, 0)
     argv = ["detector", "test", str(model.data), str(model.cfg), str(model.weights),
             str(model.video), "-i", "0", "-dont_show"]

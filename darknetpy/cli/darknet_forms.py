@@ -123,6 +123,11 @@ def translate_darknet_form(argv: list[str], notes: list[str] | None = None) -> l
                 translated += [] if "-gpus" in given else ["--gpus", str(value)]
             elif verb != "calc_anchors":
                 translated += ["--device", f"cuda:{value}"]
+        elif flag == "-gpus" and verb != "train":  # only train splits over GPUs; the rest: one
+            first = str(value).split(",")[0]
+            translated += [] if verb == "calc_anchors" else ["--device", f"cuda:{first}"]
+            if notes is not None and "," in str(value):
+                notes.append(f"-gpus {value}: detector {verb} runs on one GPU, cuda:{first}")
         elif flag == "-c" and verb == "demo":
             camera = value
         else:
