@@ -459,24 +459,32 @@ def test_gloo_failing_evaluation_stops_all_ranks(tmp_path: Path) -> None:
     assert (tmp_path / "ddp" / "tiny_last.weights").exists()
 
 
-def _resume_worker(cfg: str, data: str, backup: str, max_batches: int, weights: str | None) -> None:
+def _resume_worker(cfg: str, data: str, backup: str, max_batches: int, weights: str | None,
+                   amp: str) -> None:
     torch.set_num_threads(1)
     train_module.train(cfg, data, weights, seed=6, backup=backup, max_batches=max_batches,
-                       **QUIET)  # fmt: skip
+                       amp=amp, **QUIET)  # fmt: skip
 
 
 @pytest.mark.slow
-def test_gloo_resume_is_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_gloo_resume_is_exact(tmp_path: Path, amp: str) -> None:
     """2 processes: 3 steps (iterations 2, 4, 6) in one run == 1 step, then a resume from ``_last``
-    for 2 more (every rank loads rank 0's state): the same final bytes."""
+    for 2 more (every rank loads rank 0's state): the same final bytes; under fp16 the same
+    scaler state and skipped count too."""
     run = _tiny(tmp_path, savelast=2)
     args = (str(run.cfg), str(run.data))
-    D.launch(_resume_worker, 2, *args, str(tmp_path / "one"), 6, None)
-    D.launch(_resume_worker, 2, *args, str(tmp_path / "two"), 2, None)
+    D.launch(_resume_worker, 2, *args, str(tmp_path / "one"), 6, None, amp)
+    D.launch(_resume_worker, 2, *args, str(tmp_path / "two"), 2, None, amp)
     D.launch(_resume_worker, 2, *args, str(tmp_path / "two"), 6,
-             str(tmp_path / "two" / "tiny_last.weights"))  # fmt: skip
+             str(tmp_path / "two" / "tiny_last.weights"), amp)  # fmt: skip
     one, two = (tmp_path / d / "tiny_final.weights" for d in ("one", "two"))
     assert one.read_bytes() == two.read_bytes()
+    states = [torch.load(state_path(p), weights_only=True) for p in (one, two)]
+    assert states[0]["scaler"] == states[1]["scaler"]
+    assert states[0]["loop"]["skipped"] == states[1]["loop"]["skipped"]
+    if amp == "fp16":
+        assert states[0]["loop"]["skipped"] >= 1 and states[0]["scaler"]["scale"] < 65536
 
 
 @pytest.mark.slow
