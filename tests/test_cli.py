@@ -18,7 +18,7 @@ BAD_CFGS = {
     "unknown_section.cfg": r"unknown_section.cfg:6 \[convolutionall\]: unknown section \[convolutionall\] \(did you mean \[convolutional\]\?\)",
     "malformed_line.cfg": r"malformed_line.cfg:8 \[convolutional\]: cannot parse 'size 3'; expected key=value",
     "impossible_reference.cfg": r"impossible_reference.cfg:10 \[route\]: layers=-5 refers to layer -4",
-    "recurrent.cfg": r"recurrent.cfg:9 \[rnn\]: recurrent layers are not supported",
+    "second_net.cfg": r"second_net.cfg:9 \[net\]: \[net\] may only be the first section",
     "key_before_section.cfg": r"key_before_section.cfg:1: 'width=32' comes before any \[section\]",
     "no_net_first.cfg": r"no_net_first.cfg:1 \[convolutional\]: the first section must be \[net\]",
     "empty_value.cfg": r"empty_value.cfg:7 \[convolutional\]: filters= has an empty value",
@@ -44,7 +44,7 @@ def test_every_bad_fixture_has_an_expected_message() -> None:
 
 
 def test_python_dash_m_entry_point_prints_no_traceback() -> None:
-    proc = subprocess.run([sys.executable, "-m", "darknetpy", "summary", str(BAD / "recurrent.cfg")],
+    proc = subprocess.run([sys.executable, "-m", "darknetpy", "summary", str(BAD / "second_net.cfg")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
