@@ -227,7 +227,8 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
 
     base = basecfg(cfg_path)
     say(f"{base}: {len(images)} training images; batch {c.batch} = {c.subdivisions} x "
-        f"{c.mini_batch}; {ctx.world_size} process(es) on {ctx.device}, amp {amp}, batch-norm "
+        f"{c.mini_batch}; {ctx.world_size} process(es) on {ctx.device}, amp {amp}, "
+        f"{settings.describe()}, batch-norm "
         f"averages of darknet's {build.upper()} build; seed "
         f"{loop.seed}; iteration {loop.iteration} of {c.max_batches}; checkpoints in {backup_dir}"
         + (f"; resuming exactly from {weights}" if state else ""))  # fmt: skip
