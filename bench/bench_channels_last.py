@@ -1,4 +1,4 @@
-"""Channels-last against NCHW for fp32 CPU training of ``cfg/yolov4-tiny-raccoon.cfg``, side by side.
+"""Channels-last against NCHW for fp32 CPU training of ``cfg/yolov4-tiny-raccoon.cfg``.
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""The whole GPU check of issue 16 in one command (``bench/gpu_check.sh`` runs it), under 10 minutes.
+"""The whole GPU check of issue 16 in one command (``bench/gpu_check.sh``), under 10 minutes.
 
 Usage::
 
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             ]  # fmt: skip
             for label, fn, unit in steps:
                 if budget_left() <= 0:
-                    rows.append(Row(label, "skip", "-", f"time budget of {args.budget:.0f} s spent"))
+                    spent = f"time budget of {args.budget:.0f} s spent"
+                    rows.append(Row(label, "skip", "-", spent))
                     continue
                 rows.append(_timed(label, fn, unit))
     device = torch.cuda.get_device_name(0) if cuda else "no CUDA (--cpu-dry-run)"

@@ -38,7 +38,8 @@ def test_without_cuda_one_line_and_exit_3() -> None:
 
 def test_loss_lines_and_cfg_rewrite(tmp_path: Path) -> None:
     gc = _module()
-    out = " 1: 89.862475, 89.862473 avg loss, 0.0 rate\n 2: 89.609042, 89.837128 avg loss, 0.0 rate\n"
+    out = (" 1: 89.862475, 89.862473 avg loss, 0.0 rate\n"
+           " 2: 89.609042, 89.837128 avg loss, 0.0 rate\n")
     assert gc._losses(out) == [89.862475, 89.609042]
     path = gc._net_cfg(gc.RACCOON_CFG, tmp_path, width=416, batch=64)
     text = path.read_text()

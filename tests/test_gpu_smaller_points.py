@@ -62,7 +62,8 @@ def test_load_on_a_missing_gpu_is_one_line(tiny: tuple[Path, Path],
     fake_gpus(2)
     with pytest.raises(UsageError) as info:
         load(*tiny, device="cuda:9")
-    assert str(info.value) == "device cuda:9: no such CUDA device; this machine has 2 (cuda:0..cuda:1)"
+    assert str(info.value) == ("device cuda:9: no such CUDA device; this machine has 2 "
+                               "(cuda:0..cuda:1)")  # fmt: skip
     fake_gpus(0)
     with pytest.raises(UsageError, match="^device cuda:0: CUDA is not available on this machine"):
         load(*tiny, device="cuda:0")
