@@ -10,7 +10,10 @@ import torch.nn.functional as F
 
 from darknetpy.model.fastconv import (
     FUSED_ACTIVATIONS,
+    FastMaxPool,
+    FastUpsample,
     PackedConv,
+    fast_pool_layers,
     mish_,
     packing_available,
     prepack_convolutions,
@@ -190,3 +193,78 @@ def test_fast_mish_in_chunks_on_large_and_channels_last_tensors() -> None:
     odd = torch.randn(4, 6, generator=g).t()  # neither contiguous nor channels-last
     want = F.mish(odd)
     assert torch.allclose(mish_(odd), want, atol=3e-6)
+
+
+POOLS = """[net]
+width={w}
+height={h}
+channels=3
+
+[convolutional]
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size={size}
+stride={stride}
+{extra}
+[upsample]
+stride=2
+
+[upsample]
+stride=3
+
+[route]
+layers=-1
+"""
+
+# (size, stride, extra): Darknet's default padding (size - 1), explicit ones, SPP's stride-1 windows,
+# yolov3-tiny's size=2 stride=1 (asymmetric: not replaced), strides by axis
+POOL_CASES = [(2, 2, ""), (3, 2, ""), (5, 1, ""), (13, 1, ""), (2, 1, ""), (3, 2, "padding=0\n"),
+              (4, 2, "padding=2\n"), (3, 3, ""), (2, 2, "stride_x=1\n")]
+
+
+@pytest.mark.parametrize("w, h", [(40, 36), (13, 13), (27, 21)])
+@pytest.mark.parametrize("size, stride, extra", POOL_CASES)
+def test_fast_pool_layers_equal_darknets_bit_for_bit(w: int, h: int, size: int, stride: int,
+                                                     extra: str) -> None:
+    net = Network.from_text(POOLS.format(w=w, h=h, size=size, stride=stride, extra=extra)).eval()
+    fast = copy.deepcopy(net)
+    replaced = fast_pool_layers(fast)
+    assert isinstance(fast.layers[2], FastUpsample)  # stride 2
+    assert not isinstance(fast.layers[3], FastUpsample)  # stride 3: 1/3 is not exact in float
+    pooled = isinstance(fast.layers[1], FastMaxPool)
+    assert replaced == 1 + pooled
+    if (size, stride, extra) == (2, 2, ""):
+        assert pooled  # yolov4-tiny's maxpool
+    if (size, stride, extra) == (2, 1, ""):
+        assert not pooled  # one pixel padded after only: no symmetric padding gives it
+    # the cfg size (the fast path) and another size (the original layers), both memory formats
+    for hh, ww in ((h, w), (h + 3, w + 5)):
+        x = torch.randn(2, 3, hh, ww, generator=torch.Generator().manual_seed(hh))
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            with torch.inference_mode():
+                want = net.forward_layers(x.contiguous(memory_format=fmt))
+                got = fast.forward_layers(x.contiguous(memory_format=fmt))
+            for a, b in zip(want, got):
+                assert a.shape == b.shape and torch.equal(a, b)
+    assert fast_pool_layers(Network.from_text(POOLS.format(w=w, h=h, size=size, stride=stride,
+                                                           extra=extra)).train()) == 0
+
+
+@needs_onednn
+def test_load_uses_the_fast_pool_layers_on_the_cpu() -> None:
+    from darknetpy.inference.inference_model import InferenceModel
+
+    net = Network.from_text(POOLS.format(w=40, h=36, size=2, stride=2, extra=""))
+    model = InferenceModel(net)
+    kinds = [type(layer) for layer in model.fused.layers]
+    assert FastMaxPool in kinds and FastUpsample in kinds
+    x = torch.rand(1, 3, 36, 40)
+    with torch.inference_mode():
+        want = net(x)
+    for a, b in zip(want, model(x)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)

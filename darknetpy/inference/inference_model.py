@@ -33,7 +33,7 @@ from torch import nn
 from ..data.datafile import DataConfig, read_names
 from ..devices import parse_device
 from ..errors import DataError, UsageError
-from ..model.fastconv import packing_available, prepack_convolutions
+from ..model.fastconv import fast_pool_layers, packing_available, prepack_convolutions
 from ..model.heads.detections import network_detections
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
@@ -126,6 +126,7 @@ class InferenceModel(nn.Module):
             # (bench/bench_inference.py: 0.53x OpenCV's time on yolov4-tiny 416, 0.48x on yolov4)
 
             prepack_convolutions(runtime)
+            fast_pool_layers(runtime)  # maxpool/upsample without padded or NCHW copies (exact)
         self.prepacked = bool(prepack)
         self.fused = runtime
         self.keep_unfused = keep_unfused

@@ -27,14 +27,18 @@ from collections.abc import Sequence
 from types import MappingProxyType
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers.activation import ActivationPath
 from .layers.base import DarknetLayer
 from .layers.conv import Conv
+from .layers.pool import MaxPool, use_padding
+from .layers.resample import Upsample
 
 __all__ = [
-    "FUSED_ACTIVATIONS", "PackedConv", "mish_", "packing_available", "prepack_convolutions",
+    "FUSED_ACTIVATIONS", "FastMaxPool", "FastUpsample", "PackedConv", "fast_pool_layers", "mish_",
+    "packing_available", "prepack_convolutions",
 ]
 
 #: Darknet activations oneDNN applies inside the convolution: name -> (post-op, its scalars).
@@ -211,3 +215,126 @@ def prepack_convolutions(network: nn.Module, batch: int = 1) -> int:
             layers[i] = PackedConv(layer, (batch, shape.channels, shape.height, shape.width))
             count += 1
     return count
+
+
+# ---------------------------------------------------------------- pooling and upsampling
+#
+# Profiled on yolov4-tiny 416 (prepacked, one thread): the maxpool's F.pad (a -FLT_MAX copy of the
+# whole input, 1 px larger) took about 6 % of the forward pass, the upsample's expand + reshape
+# an NCHW copy that the next route and convolution turn back to channels-last. The layers below
+# give the same values bit for bit without those copies (max and copy are exact).
+
+
+def _torch_pool_len(n: int, size: int, stride: int, pad: int, ceil: bool) -> int:
+    """Output length of ``F.max_pool2d`` (PyTorch's ``pooling_output_shape``)."""
+    span = n + 2 * pad - size
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= n + pad:
+        out -= 1
+    return out
+
+
+def _darknet_pool_len(n: int, size: int, stride: int, padding: int) -> int:
+    """Darknet's maxpool output length (``make_maxpool_layer``: ``(w + padding - size)/stride + 1``)."""
+    return (n + padding - size) // stride + 1
+
+
+def pool_arguments(layer: MaxPool) -> tuple[int, bool] | None:
+    """``(padding, ceil_mode)`` for which ``F.max_pool2d`` gives Darknet's maxpool of ``layer``
+    exactly at its cfg input size, or None. Darknet pads ``padding//2`` before and the rest after
+    with ``-FLT_MAX``; with ``padding < size`` every window holds an image pixel, so the max is the
+    same whenever PyTorch's windows (symmetric ``padding//2``, -inf) start at the same places and
+    are as many."""
+    if layer.depth or layer.antialiasing or layer.padding >= layer.size:
+        return None
+    pad = layer.padding // 2
+    if 2 * pad > layer.size:
+        return None
+    shape = layer.in_shape
+    for ceil in (False, True):
+        if all(_torch_pool_len(n, layer.size, s, pad, ceil)
+               == _darknet_pool_len(n, layer.size, s, layer.padding)
+               for n, s in ((shape.height, layer.stride_y), (shape.width, layer.stride_x))):
+            return pad, ceil
+    return None
+
+
+class FastMaxPool(DarknetLayer):
+    """A ``[maxpool]`` as one ``F.max_pool2d`` with implicit padding (no padded copy of the
+    input); other input sizes run the original layer."""
+
+    darknet_name = "maxpool"
+
+    def __init__(self, layer: MaxPool, pad: int, ceil: bool) -> None:
+        super().__init__(layer.section, layer.index, layer.sources, layer.in_shape,
+                         layer.out_shape)
+        self.inner = layer
+        self._args = (layer.size, (layer.stride_y, layer.stride_x), pad, 1, ceil)
+        self._hw = (layer.in_shape.height, layer.in_shape.width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[2:]) != self._hw or torch.is_grad_enabled():
+            return self.inner(x)
+        return F.max_pool2d(x, *self._args)
+
+    def bflops(self) -> float:
+        return self.inner.bflops()
+
+    def summary_extra(self) -> str:
+        return self.inner.summary_extra()
+
+
+class FastUpsample(DarknetLayer):
+    """An ``[upsample]`` with a power-of-two stride and ``scale=1`` as ``F.interpolate``
+    (nearest; the source index ``floor(i / 2^k)`` is exact), which keeps channels-last."""
+
+    darknet_name = "none"
+
+    def __init__(self, layer: Upsample) -> None:
+        super().__init__(layer.section, layer.index, layer.sources, layer.in_shape,
+                         layer.out_shape)
+        self.inner = layer
+        self._stride = layer.stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return self.inner(x)
+        s = self._stride
+        return F.interpolate(x, size=(x.shape[2] * s, x.shape[3] * s), mode="nearest")
+
+    def bflops(self) -> float:
+        return self.inner.bflops()
+
+    def summary_extra(self) -> str:
+        return self.inner.summary_extra()
+
+
+def _fast_upsample_ok(layer: Upsample) -> bool:
+    s = layer.stride
+    return s > 1 and s & (s - 1) == 0 and layer.scale == 1
+
+
+def fast_pool_layers(network: nn.Module) -> int:
+    """Replace, in place, the ``[maxpool]`` and ``[upsample]`` layers of an inference network
+    (eval mode) that :class:`FastMaxPool` / :class:`FastUpsample` compute exactly; returns how
+    many. Under autograd they run the original layers."""
+    if network.training:
+        return 0
+    layers = network.layers
+    count = 0
+    for i, layer in enumerate(layers):
+        if type(layer) is MaxPool and use_padding_at_cfg_size(layer):
+            args = pool_arguments(layer)
+            if args is not None:
+                layers[i] = FastMaxPool(layer, *args)
+                count += 1
+        elif type(layer) is Upsample and _fast_upsample_ok(layer):
+            layers[i] = FastUpsample(layer)
+            count += 1
+    return count
+
+
+def use_padding_at_cfg_size(layer: MaxPool) -> bool:
+    """Whether the original layer takes its padded path at the cfg's input size."""
+    shape = layer.in_shape
+    return use_padding(torch.empty(0, 0, shape.height, shape.width), layer.size, layer.padding)
