@@ -37,7 +37,8 @@ class RecipeBatches:
         self.fit_cache = FitCache()  # resized images kept, as the references' caches (one thread)
 
     def build(self, iteration: int) -> Batch:
-        """All ``batch`` images of ``iteration`` (1-based), float32 RGB in [0, 1]."""
+        """All ``batch`` images of ``iteration`` (1-based), uint8 RGB (N, 3, h, w): the loop makes
+        them float32 in [0, 1] on its device (``to_device_images``), a quarter of the bytes."""
         w, h = self.size
         images = np.empty((self.batch, h, w, 3), np.uint8)
         truth = np.zeros((self.batch, self.aug.max_boxes, 5), np.float32)
@@ -50,7 +51,7 @@ class RecipeBatches:
                 self.source, first, (w, h), stage, slot_generator(self.seed, iteration, slot),
                 self.aug, events, cache=self.fit_cache,
             )
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         return Batch(iteration, w, h, x, torch.from_numpy(truth), events)
 
     def iterate(self, start: int) -> Iterator[Batch]:

@@ -45,7 +45,7 @@ from .checkpoint import (
     load_state,
     save_checkpoint,
 )
-from .device_settings import apply_settings, training_settings
+from .device_settings import apply_settings, to_device_images, training_settings
 from .map_eval import network_map
 from .recipe_data import RecipeBatches
 from .recipe_init import init_from_scratch, set_recipe_bn_momentum
@@ -344,7 +344,7 @@ def _forward_backward(net: Network, images: torch.Tensor, truth: torch.Tensor, c
     per_image = any(net.layers[i].darknet_name == "yolov8" for i in net.heads)
     total, items = 0.0, None
     for s in range(c.subdivisions):
-        x = images[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
+        x = to_device_images(images[s * c.mini_batch:(s + 1) * c.mini_batch], dev)
         t = truth[s * c.mini_batch:(s + 1) * c.mini_batch].to(dev, non_blocking=True)
         t = t[:, :max(1, int((t.abs().sum(-1) > 0).sum(1).max()))]  # padding rows cost TAL time
         heads = net.head_inputs(x)
