@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -82,11 +83,12 @@ def _unlink(*paths: Path) -> None:
 class ImageCache:
     """Every image of a list decoded once into one shared-memory uint8 buffer.
 
-    ``ImageCache(paths)`` keeps the buffer in a ``torch`` shared-memory tensor, so DataLoader workers
-    read it without a copy (with ``fork`` and with ``spawn``). ``ImageCache(paths, file=...)``
-    writes it to ``file`` (in ``/dev/shm``) with its index beside it (``file`` + ``.json``), for
-    :meth:`attach` by the other processes of the machine; the files are removed when the building
-    process ends. Needs about ``sum(H*W*3)`` bytes, plus the same again briefly while building.
+    ``ImageCache(paths)`` keeps the buffer in a ``torch`` shared-memory tensor, so DataLoader
+    workers read it without a copy (with ``fork`` and with ``spawn``).
+    ``ImageCache(paths, file=...)`` writes it to ``file`` (in ``/dev/shm``) with its index beside it
+    (``file`` + ``.json``), for :meth:`attach` by the other processes of the machine; the files are
+    removed when the building process ends. Needs about ``sum(H*W*3)`` bytes, plus the same again
+    briefly while building.
 
     Args:
         reserve: shared memory to leave free besides the cache (batches on their way from the
@@ -223,9 +225,10 @@ def build_image_cache(paths: Sequence[Path], threads: int, *, node: NodeShare | 
     """An :class:`ImageCache` of ``paths`` (with ``node``: one per machine), or None with a warning
     when shared memory is too small (the images are then decoded on every use).
 
-    With ``node`` every process must call it: the builder decodes and writes the file, everyone
-    meets at ``node.agree``, then the others attach. If the builder of any machine failed, no
-    process uses a cache.
+    With ``node`` every process must call it: the builder decodes and writes the file while the
+    others wait for its index (or its failure mark) to appear, not in a collective a slow decode
+    could time out; everyone then meets at ``node.agree``, and the others attach. If the builder of
+    any machine failed, no process uses a cache.
     """
     if node is None:
         try:
@@ -233,14 +236,23 @@ def build_image_cache(paths: Sequence[Path], threads: int, *, node: NodeShare | 
         except ShmTooSmall as exc:
             warnings.warn(str(exc), stacklevel=2)
             return None
-    cache, ok = None, True
+    cache, ok, failed = None, True, node.file.with_name(node.file.name + ".failed")
     if node.builder:
         try:
             cache = ImageCache(paths, threads, file=node.file, reserve=reserve)
         except ShmTooSmall as exc:
             warnings.warn(str(exc), stacklevel=2)
             ok = False
-    if not node.agree(ok):
+        finally:
+            if cache is None:
+                failed.touch()  # the waiting processes go on to agree
+    else:
+        while not (_meta_path(node.file).exists() or failed.exists()):
+            time.sleep(0.05)
+    agreed = node.agree(ok)
+    if node.builder:
+        _unlink(failed)  # everyone saw it before agreeing
+    if not agreed:
         if cache is not None:
             _unlink(node.file, _meta_path(node.file))
         return None

@@ -23,6 +23,7 @@ import torch
 from .. import errors
 from ..errors import DarknetpyError, TrainingError
 from ..evaluation import evaluate_network
+from ..evaluation.commands import Distribute
 from ..model.network import Network
 from . import distributed as D
 
@@ -56,7 +57,7 @@ def shard_bounds(count: int, rank: int, world: int) -> tuple[int, int]:
     return rank * count // world, (rank + 1) * count // world
 
 
-def _sharded(ctx: D.DistContext) -> Callable[[Sequence[Path], Callable[[Sequence[Path]], list]], list]:
+def _sharded(ctx: D.DistContext) -> Distribute:
     def distribute(images: Sequence[Path], detect: Callable[[Sequence[Path]], list]) -> list:
         start, stop = shard_bounds(len(images), ctx.rank, ctx.world_size)
         part: Any
