@@ -24,7 +24,12 @@ Modules, each mirroring Darknet's C functions it names:
   ``loss`` (:mod:`darknetpy.model.heads.yolo` etc.); the network's sum is
   :func:`darknetpy.model.heads.base.compute_loss`;
 
-Vectorised over batch, anchors and cells. Deliberate differences, where Darknet would read or
+Vectorised over batch, anchors and cells, and nothing waits for the device (issue 16): the
+(truth, anchor) pairs have fixed shapes with a ``take`` mask, what sizes the work (truth slots in
+use, truths sharing a cell) comes from the host copy of the truths
+(:class:`~darknetpy.model.heads.records.TruthRows`), costs stay tensors and the printed
+:class:`HeadStats` are read when first looked at (``tests/training/test_host_syncs.py`` counts
+the reads). Deliberate differences, where Darknet would read or
 write outside its buffers: a truth's cell index is clamped to the grid, and a [yolo]/[region]
 truth with a negative class is skipped like one with class >= classes. Not reproduced: the SAT
 ``adversarial`` pass, the ``badlabels_rejection_percentage`` / ``num_sigmas_reject_badlabels`` /
