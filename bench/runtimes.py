@@ -1,0 +1,241 @@
+"""The runtimes bench_runtimes.py puts side by side: one callable per runtime for the network alone
+(a prepared (1, 3, H, W) input -> the head outputs) and one for the whole job (a BGR uint8 photo ->
+boxes after NMS).
+
+* ``darknetpy torch``: ``darknetpy.load(cfg, weights, backend="torch")`` (batch norm folded,
+  channels-last, oneDNN-prepacked convolutions);
+* ``darknetpy default``: ``darknetpy.load(cfg, weights)`` as a user gets it (its ``backend`` is
+  printed: ``auto`` measures the installed runtimes once and keeps the fastest);
+* ``onnxruntime`` / ``openvino``: darknetpy's ONNX export of the same network (raw head outputs) in
+  the runtime itself for the network alone (numpy in, numpy out, the settings of
+  :mod:`darknetpy.inference.backends`), and ``load(..., backend=...)`` end to end, so Darknet's
+  resize, decode and NMS stay darknetpy's;
+* ``opencv dnn``: ``cv2.dnn.readNetFromDarknet`` (OpenCV 4.x), ``blobFromImage`` (a plain stretch,
+  not Darknet's resize), its ``[yolo]`` decode and ``NMSBoxesBatched``, as OpenCV's samples do;
+* ``openvino int8`` / ``onnxruntime int8``: an INT8 model of the network (helper I's export), when
+  one is given or found in ``bench/.cache``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common import CACHE, interleaved, median
+
+THRESH, NMS = 0.25, 0.45
+Call = Callable[[], object]
+
+
+def cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- darknetpy
+def load_model(cfg: Path, weights: Path, backend: str | None) -> Any:
+    """``darknetpy.load`` with ``backend`` (None: the default), or None where this darknetpy has no
+    ``backend`` argument and one is asked for."""
+    from darknetpy.inference.inference_model import load
+
+    kwargs: dict[str, Any] = {"keep_unfused": False}
+    if backend is not None:
+        if "backend" not in inspect.signature(load).parameters:
+            return None
+        kwargs["backend"] = backend
+    return quietly(load, cfg, weights, **kwargs)
+
+
+def backend_of(model: Any) -> str:
+    return str(getattr(model, "backend", "torch"))
+
+
+def model_e2e(model: Any, photo: np.ndarray) -> Call:
+    return lambda: model.predict(photo, thresh=THRESH, nms=NMS)
+
+
+def count(result: object) -> int:
+    """Detections in one image's result: darknetpy's [Prediction] or OpenCV's list."""
+    if isinstance(result, list) and result and hasattr(result[0], "detections"):
+        return len(result[0].detections)
+    return len(result)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- onnxruntime / OpenVINO
+def onnx_file(cfg: Path, weights: Path) -> Path:
+    """darknetpy's raw-head ONNX export of the network, written once beside the weights."""
+    from darknetpy.inference.export import export_onnx
+    from darknetpy.model.network import Network
+
+    path = CACHE / f"{weights.stem}.onnx"
+    if not path.exists() or path.stat().st_mtime < weights.stat().st_mtime:
+        network = quietly(Network.from_cfg, cfg)
+        network.load_weights(weights)
+        quietly(export_onnx, network, path)
+    return path
+
+
+def _backends_module() -> Any:
+    try:
+        from darknetpy.inference import backends
+    except ImportError:
+        return None
+    return backends
+
+
+def ort_session(path: Path, threads: int) -> Any:
+    """An onnxruntime session with darknetpy's settings (its backends module where present)."""
+    import onnxruntime as ort
+
+    backends = _backends_module()
+    if backends is not None and hasattr(backends, "OnnxRuntimeBackend"):
+        options = backends.OnnxRuntimeBackend.session_options(threads)
+    else:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def ort_forward(path: Path, threads: int, x: np.ndarray) -> Call:
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def ov_forward(path: Path, threads: int, x: np.ndarray) -> Call:
+    """OpenVINO's compiled model (static shape) with darknetpy's settings."""
+    import openvino as ov
+
+    backends = _backends_module()
+    if backends is not None and hasattr(backends, "OpenVinoBackend"):
+        config = backends.OpenVinoBackend.config(threads)
+    else:
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({model.inputs[0].any_name: list(x.shape)})
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    return lambda: request.infer({0: x})
+
+
+def int8_forward(path: Path, threads: int, x: np.ndarray) -> Call:
+    """An INT8 model: OpenVINO IR (.xml) or a QDQ .onnx in onnxruntime."""
+    if path.suffix == ".xml":
+        return ov_forward(path, threads, x)
+    return ort_forward(path, threads, x)
+
+
+# ---------------------------------------------------------------- OpenCV DNN
+def opencv_net(cfg: Path, weights: Path) -> Any:
+    """cv2.dnn's Darknet importer (OpenCV 4.x; None where this OpenCV lacks it)."""
+    import cv2
+
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromDarknet"):
+        return None
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return net
+
+
+def opencv_forward(net: Any, blob: np.ndarray) -> Call:
+    names = net.getUnconnectedOutLayersNames()
+
+    def run() -> object:
+        net.setInput(blob)
+        return net.forward(names)
+
+    return run
+
+
+def opencv_e2e(net: Any, size: int, photo: np.ndarray) -> Call:
+    """OpenCV's usual YOLO pipeline: blobFromImage (stretch, RGB, /255), forward, boxes whose class
+    score exceeds THRESH, class-wise NMS (``NMSBoxesBatched``)."""
+    import cv2
+
+    names = net.getUnconnectedOutLayersNames()
+    h, w = photo.shape[:2]
+    scale = np.array([w, h, w, h], np.float32)
+
+    def run() -> list[tuple[int, float, tuple[float, ...]]]:
+        blob = cv2.dnn.blobFromImage(photo, 1 / 255.0, (size, size), swapRB=True, crop=False)
+        net.setInput(blob)
+        rows = np.concatenate(net.forward(names))
+        scores = rows[:, 5:]
+        box, cls = np.nonzero(scores > THRESH)
+        if not len(box):
+            return []
+        conf = scores[box, cls]
+        xywh = rows[box, :4] * scale
+        xywh[:, :2] -= xywh[:, 2:] / 2
+        keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), conf.tolist(), cls.tolist(), THRESH, NMS)
+        return [(int(cls[k]), float(conf[k]), tuple(xywh[k])) for k in np.asarray(keep).ravel()]
+
+    return run
+
+
+# ---------------------------------------------------------------- FLOP rates
+def conv_gflop(model: Any) -> float:
+    """GFLOP (2 x multiply-adds) in the convolutions of one image: Darknet's BFLOPs column."""
+    layers = model.fused.layers
+    return sum(layer.bflops() for layer in layers
+               if getattr(layer, "darknet_name", "") == "convolutional")
+
+
+def bare_conv_rate(threads: int, repeat: int = 8) -> tuple[float, str]:
+    """GFLOP/s of one big 3x3 convolution alone (256 -> 256 channels at 52x52, batch 1, bias,
+    channels-last, oneDNN weights prepacked as darknetpy's load() runs them): the machine's
+    reference rate for the networks' convolutions."""
+    c, s = 256, 52
+    x = torch.randn(1, c, s, s).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, c, 3, 3) * 0.02
+    b = torch.randn(c)
+    flops = 2 * c * c * 9 * s * s
+    calls: dict[str, Call] = {"F.conv2d": lambda: F.conv2d(x, w, b, 1, 1)}
+    from darknetpy.model.fastconv import packing_available
+
+    if packing_available():
+        ops = torch.ops.mkldnn
+        packed = ops._reorder_convolution_weight(w, [1, 1], [1, 1], [1, 1], 1, [1, c, s, s])
+        calls["prepacked"] = lambda: ops._convolution_pointwise(
+            x, packed, b, [1, 1], [1, 1], [1, 1], 1, "none", [], "")
+    with torch.inference_mode():
+        times = interleaved(calls, repeat, warmup=2)
+    rates = {k: flops / median(v) / 1e9 for k, v in times.items()}
+    best = max(rates.values())
+    text = ", ".join(f"{k} {r:.0f}" for k, r in rates.items())
+    return best, (f"bare conv 3x3 {c}->{c} @ {s}x{s} (batch 1, {threads} threads): {text} GFLOP/s"
+                  f" -> reference {best:.0f} GFLOP/s")
+
+
+# ---------------------------------------------------------------- INT8
+def find_int8(name: str, size: int, given: dict[str, str]) -> Path | None:
+    """An INT8 model of ``name``: ``--int8 NAME=PATH``, else ``bench/.cache/<name>-<size>-int8``
+    ``.xml`` or ``.onnx``."""
+    if name in given:
+        return Path(given[name])
+    for suffix in (".xml", ".onnx"):
+        path = CACHE / f"{name}-{size}-int8{suffix}"
+        if path.exists():
+            return path
+    return None
