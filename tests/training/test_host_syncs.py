@@ -28,6 +28,9 @@ import pytest
 import torch
 
 from darknetpy.model.heads import compute_loss
+from darknetpy.model.heads.darknet_loss.assign import Truths, _rounds, yolo_assignments
+from darknetpy.model.heads.darknet_loss.gaussian import _gaussian_cells
+from darknetpy.model.heads.darknet_loss.specs import YoloSpec
 from darknetpy.model.heads.records import TruthRows
 from darknetpy.model.network import Network
 from darknetpy.training import distributed as D
@@ -238,3 +241,26 @@ def test_all_finite_finds_one_bad_value_anywhere(bad: float) -> None:
         with torch.no_grad():
             broken[k].view(-1)[-1] = bad
         assert not _all_finite(broken)
+
+
+@pytest.mark.parametrize("point", ["center", "left_top", "right_bottom"])
+def test_rounds_bound_covers_every_shared_position(point: str) -> None:
+    """The host-side bound on pairs sharing a position (truths per cell) is never below the
+    device-side count, also with many truths in few cells and out-of-grid boxes."""
+    spec = YoloSpec(classes=2, anchors=((8, 8), (16, 16), (20, 14), (30, 30)), mask=(0, 1, 2),
+                    iou_thresh=0.2)  # fmt: skip
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        rows = np.zeros((3, 16, 5), np.float32)
+        k = rng.integers(1, 17)
+        rows[:, :k, :2] = rng.choice([0.1, 0.3, 0.55, 0.99, 1.2, -0.1], size=(3, k, 2))
+        rows[:, :k, 2:4] = rng.uniform(0.05, 0.9, (3, k, 2))
+        rows[:, :k, 4] = rng.integers(0, 2, (3, k))
+        truths = Truths.from_tensor(rows, 100, batch=3)
+        valid = truths.valid(2, class_check_first=False, any_class=True)
+        asg = yolo_assignments(truths, valid, spec, (4, 4), (32, 32),
+                               cell_of=_gaussian_cells(point), point=point)  # fmt: skip
+        pos = asg.positions(3, 4, 4)
+        rank = _rounds(torch.where(asg.take, pos, -1))
+        needed = int(rank[asg.take].max()) + 1 if bool(asg.take.any()) else 0
+        assert needed <= asg.rounds, (trial, needed, asg.rounds)
