@@ -107,7 +107,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
-    from ..inference.export import export_onnx
+    from ..inference.export import NmsOptions, export_onnx
     from ..model.network import build_network
 
     out = Path(args.out)
@@ -124,10 +124,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch,
         with_decode=args.with_decode,
         all_layers=args.all_layers,
+        layout=args.layout,
+        nms=NmsOptions(args.iou_thresh, args.score_thresh, args.max_det, args.plain_iou_nms),
     )
     from ..inference.export import output_names
 
-    outputs = ", ".join(output_names(network, args.with_decode, args.all_layers)[:8])
+    outputs = ", ".join(output_names(network, args.with_decode, args.all_layers, args.layout)[:8])
     print(
         f"wrote {out} (opset {args.opset}, input images "
         f"{'N' if args.dynamic_batch else 1}x{network.net.channels}x{network.net.height}x"
@@ -245,4 +247,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         help="output every layer (layer_<i>), for layer-by-layer comparisons",
     )
+    p.add_argument(
+        "--layout",
+        choices=("raw", "decoded", "decoded-t", "nms"),
+        default="raw",
+        help="raw: the heads; decoded: (1, N, 5+C) x y w h relative, objectness, class probs; "
+        "decoded-t: (1, 4+C, N) ultralytics' (pixels, scores); nms: (K, 7) rows batch x1 y1 x2 "
+        "y2 score class after ONNX NonMaxSuppression in the graph",
+    )
+    p.add_argument("--iou-thresh", type=probability, default=0.45, help="--layout nms: IoU")
+    p.add_argument("--score-thresh", type=probability, default=0.25, help="--layout nms: score")
+    p.add_argument("--max-det", type=positive_int, default=100,
+                   help="--layout nms: boxes kept per class and image")
+    p.add_argument("--plain-iou-nms", action="store_true",
+                   help="--layout nms on a cfg with DIoU NMS (greedynms/diounms): use IoU NMS")
     p.set_defaults(func=cmd_export)

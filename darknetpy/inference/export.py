@@ -36,9 +36,21 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from ..model.heads import DetectionHead
 from ..model.network import Network
+from .export_layouts import (
+    LAYOUTS,
+    NmsOptions,
+    check_layout,
+    decoded,
+    decoded_t,
+    layout_output_names,
+    nms_rows,
+)
 from .inference_model import fuse_conv_batchnorm
 
-__all__ = ["DEFAULT_OPSET", "DecodedHeads", "decode_heads", "export_onnx", "output_names"]
+__all__ = [
+    "DEFAULT_OPSET", "LAYOUTS", "DecodedHeads", "NmsOptions", "decode_heads", "export_onnx",
+    "output_names",
+]
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 11  # the first opset the exporter supports for every op the layers use
@@ -67,13 +79,26 @@ DecodedHeads = tuple[Tensor, Tensor, Tensor]
 class _Exported(nn.Module):
     """The module traced for ONNX: the fused network, plus the decoding when asked."""
 
-    def __init__(self, network: Network, with_decode: bool, all_layers: bool = False) -> None:
+    def __init__(self, network: Network, with_decode: bool, all_layers: bool = False,
+                 layout: str = "raw", nms: NmsOptions | None = None) -> None:
         super().__init__()
         self.network = network
         self.with_decode = with_decode
         self.all_layers = all_layers
+        self.layout = layout
+        self.nms = nms or NmsOptions()
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        if self.layout != "raw":  # export_layouts: one decoded output
+            heads = self.network.head_layers()
+            net_size = (int(x.shape[-1]), int(x.shape[-2]))
+            boxes, objectness, scores = decode_heads(heads, self.network(x), net_size)
+            if self.layout == "decoded":
+                return (decoded(boxes, objectness, scores),)
+            if self.layout == "decoded-t":
+                return (decoded_t(boxes, scores, net_size),)
+            best_only = not hasattr(heads[-1], "nms_settings")  # YOLOv8/YOLOX: best class
+            return (nms_rows(boxes, scores, net_size, self.nms, best_only),)
         if self.all_layers:
             layers = self.network.forward_layers(x)
             outputs = [layers[i] for i in self.network.heads] or [layers[-1]]
@@ -90,11 +115,13 @@ class _Exported(nn.Module):
 
 
 def output_names(
-    network: Network, with_decode: bool = False, all_layers: bool = False
+    network: Network, with_decode: bool = False, all_layers: bool = False, layout: str = "raw"
 ) -> list[str]:
     """The ONNX output names: ``head_<i>`` per detection layer (``output`` without heads), or
     ``layer_<i>`` for every layer with ``all_layers``; then ``boxes``, ``objectness``, ``scores``
-    with ``with_decode``."""
+    with ``with_decode``. A decoded ``layout`` has one output (:mod:`.export_layouts`)."""
+    if layout != "raw":
+        return layout_output_names(layout)
     if all_layers:
         names = [f"layer_{i}" for i in range(len(network.layers))]
     else:
@@ -111,6 +138,8 @@ def export_onnx(
     with_decode: bool = False,
     fuse: bool = True,
     all_layers: bool = False,
+    layout: str = "raw",
+    nms: NmsOptions | None = None,
 ) -> Path:
     """Write ``network`` as an ONNX model (input ``images``: (N, C, H, W) float32 RGB in [0, 1] at
     the cfg's size; outputs: :func:`output_names`).
@@ -124,6 +153,9 @@ def export_onnx(
         fuse: fold batch norm into the convolutions first (darknet's ``fuse_conv_batchnorm``).
         all_layers: output every layer (``layer_<i>``), to compare a runtime with darknet's
             layer buffers or with :meth:`Network.forward_layers` one layer at a time.
+        layout: ``raw`` (the heads, as above), ``decoded``, ``decoded-t`` or ``nms``: one output
+            laid out as :mod:`darknetpy.inference.export_layouts` describes.
+        nms: the in-graph NMS settings of ``layout="nms"`` (:class:`NmsOptions`' defaults).
 
     Raises:
         UsageError: an opset below 11, ``with_decode`` on a network without detection heads, no
@@ -136,12 +168,15 @@ def export_onnx(
             f"{network.where()}: --with-decode needs a [yolo], [region], [Gaussian_yolo] or "
             "other detection layer; this network has none"
         )
+    check_layout(layout, network.head_layers(), network.where(), nms)
+    if layout != "raw" and (with_decode or all_layers):
+        raise UsageError(f"--layout {layout} has one output: leave out --with-decode/--all-layers")
     path = Path(path)
     _check_can_write(path)
     # a copy either way: the caller's network keeps its device, dtype and train/eval mode
     runtime = fuse_conv_batchnorm(network) if fuse else copy.deepcopy(network)
     runtime = runtime.to("cpu", torch.float32).eval()
-    module = _Exported(runtime, with_decode, all_layers).eval()
+    module = _Exported(runtime, with_decode, all_layers, layout, nms).eval()
     net = network.net
     x = torch.rand(
         2 if dynamic_batch else 1,
@@ -150,8 +185,10 @@ def export_onnx(
         net.width,
         generator=torch.Generator().manual_seed(0),
     )
-    names = output_names(network, with_decode, all_layers)
+    names = output_names(network, with_decode, all_layers, layout)
     axes = {name: {0: "batch"} for name in ["images", *names]} if dynamic_batch else None
+    if layout == "nms":  # K rows, however many boxes NMS keeps
+        axes = {**(axes or {}), "detections": {0: "rows"}}
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
