@@ -152,8 +152,9 @@ def _all_finite(params: list[torch.Tensor]) -> bool:
     each tensor (``torch._foreach_norm``, inf norm; NaN where it holds one) reduced to one flag."""
     if not params:
         return True
-    norms = torch._foreach_norm(params, float("inf"))
-    return bool(torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).max()))
+    with torch.no_grad():
+        norms = torch._foreach_norm(params, float("inf"))
+        return bool(torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).max()))
 
 
 def _update(run: Run, loss: float) -> float:
@@ -270,4 +271,5 @@ def _loop(run: Run, *, map: bool, thresh: float, iou_thresh: float, chart: bool)
         best_map=loop.best_map if loop.best_map >= 0 else None, losses=tuple(loop.losses),
         maps=tuple(loop.maps), interrupted=interrupted, seconds=seconds,
         images_per_second=images_done / seconds if seconds > 0 else 0.0, network=net,
+        skipped_updates=loop.skipped,
     )
