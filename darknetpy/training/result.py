@@ -24,3 +24,4 @@ class TrainResult:
     seconds: float
     images_per_second: float
     network: Network = field(repr=False, compare=False)
+    skipped_updates: int = 0  # updates the fp16 gradient scaler skipped (inf/nan gradients)

@@ -323,7 +323,7 @@ def test_fp16_resume_keeps_the_scale_and_reports_skipped_updates(
     assert "2" in [it for it, _, _ in said]  # the poisoned one
     state = torch.load(state_path(first.weights), weights_only=True)
     skipped = state["loop"]["skipped"]
-    assert skipped == len(said) and f"{skipped} of the updates were skipped by the fp16" in out
+    assert skipped == len(said) == first.skipped_updates and f"{skipped} of the updates" in out
     assert state["scaler"]["scale"] == 65536.0 / 2**skipped == float(said[-1][2])
 
     scales = []
