@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ...jit import jit
 from ..boxes import box_diou, box_diounms, box_iou
 from .detections import Detections
 from .options import NmsKind
@@ -83,6 +84,9 @@ def _nms_per_class(dets: Detections, thresh: float, suppress: Suppress) -> Detec
         where[union] = np.arange(len(union))
         boxes = dets.boxes[union]
         hits = suppress(boxes[:, None], boxes[None, :]) > t
+    if hits is not None and not np.isnan(probs).any():
+        _classes_greedy(probs, order, total, present, hits, where)  # the loop below, compiled
+        present = present[:0]
     for k in present.tolist():
         live = order[:total]
         live = live[np.argsort(-probs[live, k], kind="stable")]  # qsort by prob desc (merge sort)
@@ -96,6 +100,41 @@ def _nms_per_class(dets: Detections, thresh: float, suppress: Suppress) -> Detec
         probs[candidates[~alive], k] = 0
     out = Detections(dets.boxes, dets.objectness, probs, dets.uncertainty)
     return out.take(order)
+
+
+@jit
+def _classes_greedy(probs: np.ndarray, order: np.ndarray, total: int, present: np.ndarray,
+                    hits: np.ndarray, where: np.ndarray) -> None:
+    """The per-class loop of :func:`_nms_per_class` given the suppression matrix ``hits`` of the
+    union of candidates (``where``: detection -> its row there), in place on ``probs`` and
+    ``order``: for each class in turn, the live detections re-sorted by that class's prob
+    (a stable merge sort, as glibc's qsort; probs hold no NaN), then greedy NMS over its
+    candidates. Integer and boolean work only: the same result as the numpy loop, without its
+    per-class Python overhead (about 0.2 ms a class)."""
+    keys = np.empty(total, np.float32)
+    alive = np.empty(total, np.bool_)
+    for k in present:
+        for i in range(total):
+            keys[i] = -probs[order[i], k]
+        perm = np.argsort(keys, kind="mergesort")
+        live = order[:total][perm]
+        order[:total] = live
+        m = 0
+        for i in range(total):
+            if probs[live[i], k] != 0:
+                live[m] = live[i]
+                m += 1
+        for i in range(m):
+            alive[i] = True
+        for i in range(m - 1):
+            if alive[i]:
+                row = where[live[i]]
+                for j in range(i + 1, m):
+                    if hits[row, where[live[j]]]:
+                        alive[j] = False
+        for i in range(m):
+            if not alive[i]:
+                probs[live[i], k] = 0
 
 
 def do_nms_sort(dets: Detections, thresh: float) -> Detections:
