@@ -27,6 +27,8 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # --backend openvino (darknetpy.inference.backends); onnxruntime comes with "onnx"
+        "openvino": ["openvino>=2024"],
     },
     entry_points={"console_scripts": ["darknetpy=darknetpy.cli:main"]},
 )

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "probability"]
+__all__ = ["add_backend_argument", "positive_int", "probability"]
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """``--backend``: what runs the network's forward pass (darknetpy.inference.backends)."""
+    p.add_argument(
+        "--backend", choices=("torch", "onnxruntime", "openvino", "auto"), default="torch",
+        help="what runs the network (preparation, decoding and NMS stay darknetpy's): torch "
+        "(default), onnxruntime or openvino (CPU, float32; exported once to $DARKNETPY_CACHE "
+        "or ~/.cache/darknetpy), auto (the fastest installed here, measured once and cached)",
+    )
 
 
 def positive_int(text: str) -> int:

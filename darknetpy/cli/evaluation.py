@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..files import refuse_overwrite
-from .argtypes import positive_int, probability
+from .argtypes import add_backend_argument, positive_int, probability
 from .darknet_forms import LENIENT_HELP
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         Path(args.cfg), Path(args.data), Path(args.weights), thresh=args.thresh,
         iou_thresh=args.iou_thresh, points=args.points, letter_box=True if args.letter_box else None,
         device=args.device, coco=not args.no_coco, batch=args.batch, progress=_progress(),
-        lenient=args.lenient,
+        lenient=args.lenient, backend=args.backend,
     )  # fmt: skip
     print(metrics.map.report(metrics.names))
     if metrics.coco is not None:
@@ -99,6 +99,7 @@ def cmd_valid(args: argparse.Namespace) -> int:
         Path(args.cfg), Path(args.data), Path(args.weights), out=args.prefix,
         destination=args.out, fmt=args.format, image_ids=image_ids, category_ids=category_ids,
         device=args.device, batch=args.batch, progress=_progress(), lenient=args.lenient,
+        backend=args.backend,
     )  # fmt: skip
     for path in paths:
         print(f"wrote {path}")
@@ -111,7 +112,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
     _check_device(args.device, args.tf32)
     rows = iter_recall(
         Path(args.cfg), Path(args.data), Path(args.weights), device=args.device, batch=args.batch,
-        lenient=args.lenient,
+        lenient=args.lenient, backend=args.backend,
     )
     for row in rows:
         print(row.format(), flush=True)
@@ -223,6 +224,7 @@ def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 for CUDA's fp32 "
                    "convolutions (off by default: the CPU's numbers within float32 noise)")
+    add_backend_argument(p)
     p.add_argument(
         "--batch",
         type=positive_int,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..files import refuse_overwrite
-from .argtypes import positive_int, probability
+from .argtypes import add_backend_argument, positive_int, probability
 from .darknet_forms import LENIENT_HELP
 
 
@@ -37,7 +37,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     # run_detect only predicts (model.fused): no unfused copy of the weights (half the memory)
     model = load(
         args.cfg, args.weights, device=args.device, half=args.half, names=names,
-        keep_unfused=False, lenient=args.lenient,
+        keep_unfused=False, lenient=args.lenient, backend=args.backend,
     )
     save_dir = None if args.no_save else Path(args.save_dir)
     summary = run_detect(
@@ -178,6 +178,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="float16 (default: on CUDA; --no-half keeps float32, darknet's numbers)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
+    add_backend_argument(p)
     p.add_argument(
         "--save-dir",
         default="predictions",

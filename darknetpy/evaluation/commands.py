@@ -20,6 +20,7 @@ from ..data.datafile import DataConfig, resolve_path
 from ..data.labels import label_path
 from ..errors import DataError, UsageError
 from ..inference.postprocess import do_nms_obj
+from ..inference.inference_model import InferenceModel
 from ..model.network import Network
 from .coco import coco_metrics
 from .darknet_map import box_iou, darknet_map
@@ -69,25 +70,26 @@ def evaluate(
     keep_detections: bool = False,
     progress: bool = False,
     lenient: bool = False,
+    backend: str = "torch",
 ) -> Metrics:
     """``darknet detector map DATA CFG WEIGHTS``: mAP on the ``valid`` list (plus COCO AP).
 
     The cfg's network with ``weights`` (a ``.weights`` file or a ``.pt`` checkpoint; ``lenient``:
     :func:`~.run.load_detector`) loaded, on ``device``, through :func:`evaluate_network` (see it for
-    the arguments).
+    the arguments); ``backend``: what runs the network (:mod:`darknetpy.inference.backends`).
 
     Raises:
         DataError: unreadable .data, list, names or image; names count differs from the cfg classes.
     """
     config = DataConfig.from_file(data)
-    net, _ = load_detector(cfg, weights, device, lenient=lenient)
+    net, _ = load_detector(cfg, weights, device, lenient=lenient, backend=backend)
     return evaluate_network(net, config, thresh=thresh, iou_thresh=iou_thresh, points=points,
                             letter_box=letter_box, device=device, coco=coco, batch=batch,
                             keep_detections=keep_detections, progress=progress)  # fmt: skip
 
 
 def evaluate_network(
-    net: Network,
+    net: Network | InferenceModel,
     data: str | Path | DataConfig,
     *,
     thresh: float = 0.25,
@@ -131,7 +133,7 @@ def evaluate_network(
     if device is None:
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
     config = data if isinstance(data, DataConfig) else DataConfig.from_file(data)
-    names = class_names(config, facts.classes, net.where())
+    names = class_names(config, facts.classes, getattr(net, "fused", net).where())
     images = valid_images(config, "data/train.txt")
     difficult = None
     dif_labels = difficult_label_paths(config)
@@ -197,6 +199,7 @@ def validate(
     batch: int = 8,
     progress: bool = False,
     lenient: bool = False,
+    backend: str = "torch",
 ) -> list[Path]:
     """``darknet detector valid DATA CFG WEIGHTS``: result files for an external evaluator.
 
@@ -227,7 +230,7 @@ def validate(
             f"{config.where('eval')}: eval={fmt}: darknetpy writes {' or '.join(VALID_FORMATS)} "
             "results; set eval=coco or eval=voc, or pass the format explicitly"
         )
-    net, facts = load_detector(cfg, weights, device, lenient=lenient)
+    net, facts = load_detector(cfg, weights, device, lenient=lenient, backend=backend)
     names = class_names(config, facts.classes, cfg)
     if category_ids is None and facts.classes <= len(COCO_IDS):
         category_ids = COCO_IDS
@@ -324,6 +327,7 @@ def iter_recall(
     device: str = "cpu",
     batch: int = 8,
     lenient: bool = False,
+    backend: str = "torch",
 ) -> Iterator[RecallRow]:
     """``darknet detector recall DATA CFG WEIGHTS``, one cumulative row per image of ``valid=``.
 
@@ -334,7 +338,7 @@ def iter_recall(
     """
     config = DataConfig.from_file(data)
     images = valid_images(config, "data/train.txt")
-    net, facts = load_detector(cfg, weights, device, lenient=lenient)
+    net, facts = load_detector(cfg, weights, device, lenient=lenient, backend=backend)
     thresh = np.float32(RECALL_DETECTION_THRESH)
     correct = total = proposals = 0
     iou_sum = np.float32(0)

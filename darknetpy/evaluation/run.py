@@ -24,6 +24,7 @@ from ..data.datafile import DataConfig, DataWarning, read_image_list, read_names
 from ..data.labels import label_path, read_boxes, read_labels
 from ..errors import DataError, UsageError
 from ..inference import pipeline
+from ..inference.inference_model import InferenceModel, load
 from ..model.heads.detections import Detections
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
@@ -42,17 +43,23 @@ class DetectorFacts:
 
 def load_detector(
     cfg: str | Path, weights: str | Path | None, device: str | torch.device = "cpu", *,
-    lenient: bool = False,
-) -> tuple[Network, DetectorFacts]:
+    lenient: bool = False, backend: str = "torch",
+) -> tuple[Network | InferenceModel, DetectorFacts]:
     """Build the cfg's network, load ``weights``, move it to ``device`` in eval mode.
 
     ``weights`` is a ``.weights`` file or a darknetpy ``.pt`` checkpoint (told apart by content,
     as ``detect`` does); ``lenient`` loads a damaged ``.weights`` file as Darknet does (warning).
+    Another ``backend`` than ``torch`` gives the fused :class:`InferenceModel` running in it
+    (:mod:`darknetpy.inference.backends`; float32, detections through the same pipeline).
 
     Raises:
         UsageError: the cfg has no detection layer.
         CfgError, WeightsError: as :class:`~darknetpy.model.network.Network` raises them.
     """
+    if backend != "torch":
+        model = load(cfg, weights, device=device, half=False, keep_unfused=False,
+                     lenient=lenient, backend=backend)  # fmt: skip
+        return model, detector_facts(model.fused)
     if weights is not None and is_checkpoint(weights):
         net = network_from_checkpoint(weights, cfg)
         return net.to(device).eval(), detector_facts(net)
@@ -64,12 +71,13 @@ def load_detector(
     return net, facts
 
 
-def detector_facts(net: Network) -> DetectorFacts:
+def detector_facts(net: Network | InferenceModel) -> DetectorFacts:
     """What the evaluation commands read from a network's cfg.
 
     Raises:
         UsageError: the network has no detection layer.
     """
+    net = net.fused if isinstance(net, InferenceModel) else net
     if not net.heads:
         raise UsageError(
             f"{net.where()}: no [yolo], [region], [Gaussian_yolo] or other detection layer; "
@@ -81,7 +89,7 @@ def detector_facts(net: Network) -> DetectorFacts:
 
 
 def detect_images(
-    net: Network,
+    net: Network | InferenceModel,
     facts: DetectorFacts,
     images: Iterable[Path],
     *,

@@ -45,7 +45,7 @@ from .export_layouts import (
     layout_output_names,
     nms_rows,
 )
-from .inference_model import fuse_conv_batchnorm
+from .fuse import fuse_conv_batchnorm
 
 __all__ = [
     "DEFAULT_OPSET", "LAYOUTS", "DecodedHeads", "NmsOptions", "decode_heads", "export_onnx",

@@ -37,6 +37,7 @@ from ..model.fastconv import fast_pool_layers, packing_available, prepack_convol
 from ..model.heads.detections import network_detections
 from ..model.network import Network
 from ..model.pt_checkpoint import is_checkpoint, network_from_checkpoint
+from .backend_cache import BackendPlan
 from .fuse import fold_batchnorm, fuse_conv_batchnorm
 from .pipeline import (
     COLOR_ORDERS,
@@ -61,10 +62,6 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------- the model
-def _resolve_device(device: str | torch.device) -> torch.device:
-    return parse_device(device, what="device")  # cuda:9: one line, not "invalid device ordinal"
-
-
 class InferenceModel(nn.Module):
     """A darknet network prepared for inference; build it with :func:`load`.
 
@@ -91,10 +88,12 @@ class InferenceModel(nn.Module):
         names: Sequence[str] | None = None,
         prepack: bool | None = None,
         keep_unfused: bool = True,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
-        dev = _resolve_device(device)
+        dev = parse_device(device, what="device")  # cuda:9: one line, not "invalid device ordinal"
         half = dev.type == "cuda" if half is None else bool(half)
+        plan = BackendPlan(backend, network, device=dev, half=half, fuse=fuse)
         if channels_last is None:
             # Measured (torch 2.13, oneDNN, one thread, CPU time): channels-last takes 0.57-1.03x
             # the time of the golden networks, 0.76x on yolov4-tiny 416, 0.91x on yolov3 416 and
@@ -124,7 +123,6 @@ class InferenceModel(nn.Module):
         if prepack:
             # oneDNN weights reordered once, bias + activation inside the convolution
             # (bench/bench_inference.py: 0.53x OpenCV's time on yolov4-tiny 416, 0.48x on yolov4)
-
             prepack_convolutions(runtime)
             fast_pool_layers(runtime)  # maxpool/upsample without padded or NCHW copies (exact)
         self.prepacked = bool(prepack)
@@ -136,6 +134,8 @@ class InferenceModel(nn.Module):
         self.device = dev
         self.dtype = torch.float16 if half else torch.float32
         self.letter_box = network.net.letter_box
+        self.runner_shape = plan.input_shape
+        self.backend, self.runner = plan.open(self._torch_forward)
 
     # ---- facts ----
     @property
@@ -181,6 +181,11 @@ class InferenceModel(nn.Module):
             raise UsageError(
                 f"expected an input of shape (N, {channels}, H, W), got {tuple(x.shape)}"
             )
+        if self.runner is not None and tuple(x.shape[1:]) == self.runner_shape:
+            return self.runner(x)  # onnxruntime / openvino at the size exported
+        return self._torch_forward(x)
+
+    def _torch_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.to(self.device, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -289,7 +294,7 @@ class InferenceModel(nn.Module):
         return (
             f"cfg={self.fused.where()}, device={self.device}, dtype={self.dtype}, "
             f"fused={self.is_fused}, channels_last={self.channels_last}, "
-            f"keep_unfused={self.keep_unfused}"
+            f"keep_unfused={self.keep_unfused}, backend={self.backend}"
         )
 
 
@@ -316,6 +321,7 @@ def load(
     prepack: bool | None = None,
     keep_unfused: bool = True,
     lenient: bool = False,
+    backend: str = "torch",
 ) -> InferenceModel:
     """Build the inference model of a darknet network.
 
@@ -337,6 +343,8 @@ def load(
             inference: the fused network is built in place, without a second copy of the
             weights (yolov4: about half the memory), and ``model.network`` raises UsageError.
         lenient: load a damaged ``.weights`` file as Darknet does (a warning instead of an error).
+        backend: what runs ``model(x)``: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``
+            (:mod:`.backends`); preparation, decoding and NMS are darknetpy's whatever the backend.
 
     Raises:
         CfgError, WeightsError, DataError, UsageError: naming the file and the problem.
@@ -369,6 +377,7 @@ def load(
         names=read_class_names(names),
         prepack=prepack,
         keep_unfused=keep_unfused,
+        backend=backend,
     )
 
 
