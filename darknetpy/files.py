@@ -10,7 +10,7 @@ from typing import IO
 
 from .errors import UsageError, WeightsError
 
-__all__ = ["atomic_write", "refuse_overwrite"]
+__all__ = ["atomic_write", "refuse_overwrite", "require_folder"]
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -43,6 +43,19 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         except OSError:
             pass
         raise
+
+
+def require_folder(out: Path) -> None:
+    """Refuse to write ``out`` into a folder that does not exist: a mistyped output path is an
+    error naming the folder, not a tree of folders made without a word.
+
+    Raises:
+        UsageError: ``out``'s folder is missing or is a file.
+    """
+    folder = Path(out).parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{out}: the folder {folder} {what}; create it first")
 
 
 def refuse_overwrite(out: Path, *inputs: Path | None) -> None:

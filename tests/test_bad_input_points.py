@@ -86,12 +86,18 @@ def test_export_without_onnx_says_which_extra_to_install(
     assert not out.exists()
 
 
-def test_export_into_a_missing_folder_names_it_and_creates_nothing(
-    files: TinyFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("verb", ["export", "convert", "partial", "detect --json"])
+def test_an_output_into_a_missing_folder_names_it_and_creates_nothing(
+    files: TinyFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str
 ) -> None:
-    out = tmp_path / "nonexistent" / "dir" / "x.onnx"
-    line = one_error_line(*run_cli(["export", files.cfg, files.weights, out], capsys)[::2])
-    assert f"folder {out.parent} does not exist" in line, line
+    out = tmp_path / "nonexistent" / "dir" / "out.x"
+    argv = {"export": ["export", files.cfg, files.weights, out],
+            "convert": ["convert", files.cfg, files.weights, out],
+            "partial": ["partial", files.cfg, files.weights, out, 1],
+            "detect --json": ["detect", files.cfg, files.weights, files.images, "--json", out,
+                              "--no-save"]}[verb]  # fmt: skip
+    line = one_error_line(*run_cli(argv, capsys)[::2])
+    assert f"{out}: the folder {out.parent} does not exist; create it first" in line, line
     assert not (tmp_path / "nonexistent").exists()
 
 

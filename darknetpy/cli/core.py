@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..files import require_folder
+
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from ..model.network import Network
@@ -17,6 +19,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_partial(args: argparse.Namespace) -> int:
     from ..tools.convert import partial
 
+    require_folder(Path(args.out))
     partial(Path(args.cfg), Path(args.weights), Path(args.out), args.n)
     print(f"saved layers 0..{args.n - 1} of {args.weights} to {args.out} (seen reset to 0)")
     return 0

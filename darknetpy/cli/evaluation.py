@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..files import refuse_overwrite
+from ..files import refuse_overwrite, require_folder
 from .argtypes import add_backend_argument, positive_int, probability
 from .darknet_forms import LENIENT_HELP
 
@@ -67,6 +67,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     if args.json:
         refuse_overwrite(Path(args.json), Path(args.cfg), Path(args.data), Path(args.weights))
+        require_folder(Path(args.json))
     _check_device(args.device, args.tf32)
     metrics = evaluate(
         Path(args.cfg), Path(args.data), Path(args.weights), thresh=args.thresh,

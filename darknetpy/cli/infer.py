@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..files import refuse_overwrite
+from ..files import refuse_overwrite, require_folder
 from .argtypes import add_backend_argument, positive_int, probability
 from .darknet_forms import LENIENT_HELP
 
@@ -32,6 +32,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         refuse_overwrite(
             Path(args.json), Path(args.cfg), Path(args.weights), *(Path(n) for n in (names,) if n)
         )
+        require_folder(Path(args.json))
     sources = read_sources(args.source, sys.stdin)
     set_tf32(args.tf32)  # off unless asked: fp32 on CUDA computes what the CPU does
     # run_detect only predicts (model.fused): no unfused copy of the weights (half the memory)
@@ -94,6 +95,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             "darknetpy convert CFG WEIGHTS out.pt, or darknetpy convert [CFG] model.pt out.weights"
         )
     refuse_overwrite(out, cfg, source)
+    require_folder(out)
     if is_checkpoint(source):
         checkpoint_to_weights(source, out, cfg)
         print(f"wrote {out} (darknet .weights) from {source}")

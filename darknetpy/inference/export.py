@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
+from ..files import require_folder
 from ..model.heads import DetectionHead
 from ..model.network import Network
 from .export_layouts import (
@@ -221,6 +222,4 @@ def _check_can_write(path: Path) -> None:
             "ONNX export needs the onnx package, which the plain install leaves out: "
             'pip install -e ".[onnx]" (or pip install onnx)'
         ) from None
-    if not path.parent.is_dir():
-        what = "is not a folder" if path.parent.exists() else "does not exist"
-        raise UsageError(f"{path}: the folder {path.parent} {what}; create it first")
+    require_folder(path)
