@@ -169,6 +169,7 @@ def prepare_test_input(
     method: str = "darknet",
     *,
     channels: Sequence[int] = (0, 1, 2),
+    channels_last: bool = False,
 ) -> np.ndarray:
     """The network input Darknet's ``test_detector`` / ``validate_detector_map`` builds.
 
@@ -184,6 +185,8 @@ def prepare_test_input(
         method: a key of :data:`TEST_RESIZERS`; ``"opencv"`` reproduces the golden ``input.npy``.
         channels: the source channels that become R, G, B: ``(2, 1, 0)`` for OpenCV's BGR,
             ``(0, 0, 0)`` for grey (H, W, 1); other channels (alpha) are ignored.
+        channels_last: the (3, net_h, net_w) result as a view of an (net_h, net_w, 3) array (the
+            same values; what a channels-last network takes without a copy).
 
     Returns:
         float32 array (3, net_h, net_w), RGB in [0, 1].
@@ -209,10 +212,13 @@ def prepare_test_input(
     check_sizes(in_w, in_h, new_w, new_h, "resize_image")
     if new_w > net_w or new_h > net_h:  # pragma: no cover - the kernel writes unchecked
         raise ValueError(f"letterbox {new_w}x{new_h} does not fit in {net_w}x{net_h}")
+    shape = (net_h, net_w, order.size) if channels_last else (order.size, net_h, net_w)
     if letter_box:
-        out = np.full((order.size, net_h, net_w), 0.5, dtype=np.float32)
+        out = np.full(shape, 0.5, dtype=np.float32)
     else:
-        out = np.empty((order.size, net_h, net_w), np.float32)
+        out = np.empty(shape, np.float32)
+    if channels_last:
+        out = out.transpose(2, 0, 1)  # the kernel writes out[c, y, x] whatever the strides
     x0, y0 = (net_w - new_w) // 2, (net_h - new_h) // 2
     # Same sizes: the kernel's 1*x + 0*y is x exactly (finite, non-negative values), as the copy.
     weights = sampling(in_w, in_h, new_w, new_h)

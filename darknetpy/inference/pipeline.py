@@ -37,6 +37,7 @@ __all__ = [
     "ImageInput",
     "PreparedImage",
     "as_image_list",
+    "batch_tensor",
     "detect_images",
     "image_pixels",
     "prepare_image",
@@ -77,7 +78,8 @@ class ImageDetections(NamedTuple):
 
 
 def prepare_image(image: ImageInput, net_size: tuple[int, int], letter_box: bool, *,
-                  color: str = "bgr", index: int = 0) -> PreparedImage:
+                  color: str = "bgr", index: int = 0,
+                  channels_last: bool = False) -> PreparedImage:
     """One image as darknet's ``test_detector`` / ``validate_detector_map`` feed it.
 
     uint8 pixels (paths, numpy arrays, uint8 tensors) go to the network input in one pass
@@ -90,11 +92,14 @@ def prepare_image(image: ImageInput, net_size: tuple[int, int], letter_box: bool
         letter_box: letterbox instead of stretching.
         color: how numpy arrays store their channels (a key of :data:`COLOR_ORDERS`).
         index: the image's position, for names and messages of in-memory images.
+        channels_last: uint8 pixels land in an (H, W, 3) buffer, ``input`` being its (3, H, W)
+            view (same values): a channels-last network then takes them without a copy.
     """
     pixels, channels, source = image_pixels(image, color, index)
     w, h = net_size
     if channels is not None:  # uint8 (H, W, C)
-        x = prepare_test_input(pixels, w, h, letter_box, channels=channels)
+        x = prepare_test_input(pixels, w, h, letter_box, channels=channels,
+                               channels_last=channels_last)
         return PreparedImage(x, (pixels.shape[1], pixels.shape[0]), source)
     x = letterbox_image(pixels, w, h) if letter_box else resize_image(pixels, w, h)
     return PreparedImage(x, (pixels.shape[2], pixels.shape[1]), source)
@@ -124,9 +129,12 @@ def detect_images(detector: Detector, images: Iterable[ImageInput], *,
     if color not in COLOR_ORDERS:
         raise UsageError(f"color={color!r}: choose one of {', '.join(COLOR_ORDERS)}")
     pending: list[tuple[Any, PreparedImage]] = []
+    # A channels-last detector (the CPU inference model) gets its input in that layout from the
+    # resize itself: no NCHW -> NHWC copy of the batch (bench/bench_runtimes.py).
+    channels_last = bool(getattr(detector, "channels_last", False))
 
     def flush() -> Iterator[ImageDetections]:
-        x = torch.from_numpy(np.stack([p.input for _, p in pending]))
+        x = batch_tensor([p.input for _, p in pending], channels_last)
         if device is not None:
             x = x.to(device)
         found = detector.detections(x, [p.size for _, p in pending], thresh=thresh, nms=nms,
@@ -137,11 +145,22 @@ def detect_images(detector: Detector, images: Iterable[ImageInput], *,
 
     for index, image in enumerate(images):
         pending.append((image, prepare_image(image, net_size, letter_box, color=color,
-                                             index=index)))
+                                             index=index, channels_last=channels_last)))
         if len(pending) >= batch:
             yield from flush()
     if pending:
         yield from flush()
+
+
+def batch_tensor(inputs: Sequence[np.ndarray], channels_last: bool) -> torch.Tensor:
+    """(N, 3, H, W) float32 from prepared inputs: channels-last memory when asked (one image:
+    its buffer itself where it is already laid out so), else contiguous."""
+    if not channels_last:
+        return torch.from_numpy(np.stack(inputs))
+    if len(inputs) == 1 and inputs[0].strides[0] == inputs[0].itemsize:
+        return torch.from_numpy(inputs[0][None])  # (1, 3, H, W) view of (H, W, 3): NHWC
+    hwc = np.stack([x.transpose(1, 2, 0) for x in inputs])
+    return torch.from_numpy(hwc).permute(0, 3, 1, 2)
 
 
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:

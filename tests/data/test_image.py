@@ -224,9 +224,11 @@ def test_kernels_are_compiled_once_whatever_the_callers_arrays(rng) -> None:
     for image in (frozen, frozen[::2, ::-1], np.array(frozen)):
         prepare_test_input(image, 5, 6, False)
         prepare_test_input(image, 5, 6, True)
+        prepare_test_input(image, 5, 6, True, channels_last=True)
         resize_image(to_chw_float(image), 5, 6)
         resize_image(to_chw_float(image).astype(np.float64)[:, ::2], 5, 6)
-    assert len(resize_hwc_kernel.signatures) == len(resize_chw_kernel.signatures) == 1
+    assert len(resize_chw_kernel.signatures) == 1
+    assert len(resize_hwc_kernel.signatures) == 2  # one per output layout: CHW, channels-last
 
 
 def test_resize_image_is_align_corners_not_opencv(rng) -> None:
