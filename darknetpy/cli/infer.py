@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import DarknetpyError, UsageError
 from ..files import refuse_overwrite, require_folder
 from .argtypes import add_backend_argument, positive_int, probability
 from .darknet_forms import LENIENT_HELP
@@ -22,6 +22,8 @@ from .darknet_forms import LENIENT_HELP
 def cmd_detect(args: argparse.Namespace) -> int:
     from ..inference.detect_run import run_detect
     from ..inference.sources import read_sources
+    from ..model.cfg import read_cfg
+    from ..model.pt_checkpoint import is_checkpoint
     from ..devices import set_tf32
     from ..inference.inference_model import load
 
@@ -33,7 +35,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
             Path(args.json), Path(args.cfg), Path(args.weights), *(Path(n) for n in (names,) if n)
         )
         require_folder(Path(args.json))
-    sources = read_sources(args.source, sys.stdin)
+    try:
+        sources = read_sources(args.source, sys.stdin)
+    except DarknetpyError:  # Darknet's order (DATA CFG WEIGHTS IMAGE)? the cfg's error says so
+        if not is_checkpoint(args.cfg):
+            read_cfg(Path(args.cfg))
+        raise
     set_tf32(args.tf32)  # off unless asked: fp32 on CUDA computes what the CPU does
     # run_detect only predicts (model.fused): no unfused copy of the weights (half the memory)
     model = load(

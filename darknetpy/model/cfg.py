@@ -34,6 +34,11 @@ _INT_PREFIX = re.compile(r"[+-]?\d+")
 _FLOAT_PREFIX = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
 
 
+#: How the two orders differ, for a cfg and a .data file given in each other's place.
+SWAPPED_HINT = ("darknetpy's verbs take the cfg first (darknetpy detect CFG WEIGHTS ..., map CFG "
+                "DATA WEIGHTS), Darknet's forms the .data (darknetpy detector test DATA CFG ...)")
+
+
 class CfgWarning(UserWarning):
     """A cfg key darknet would report as ``Unused field`` (an error under ``strict``)."""
 
@@ -111,9 +116,11 @@ def parse_cfg(text: str, path: str | Path = "<string>") -> list[Section]:
             name, header_line, entries = line[1:-1], number, []
             continue
         if name is None:
+            data = "[" not in text  # no section at all: a .data (key=value) file
             raise CfgError(
                 f"{path}:{number}: {raw.strip()!r} comes before any [section]; "
                 "a cfg must start with [net] (darknet crashes here)"
+                + (f"; a .data file where the cfg goes? {SWAPPED_HINT}" if data else "")
             )
         key, sep, value = line.partition("=")
         if not sep or not key:
@@ -162,7 +169,10 @@ def read_key_values(path: str | Path, kind: str = ".data") -> list[Entry]:
             continue
         key, sep, value = line.partition("=")
         if not sep or not key or not value:
-            raise CfgError(f"{path}:{number}: cannot parse {raw.strip()!r}; expected key=value")
+            hint = f"; a .cfg where the {kind} file goes? {SWAPPED_HINT}" if line[0] == "[" else ""
+            raise CfgError(
+                f"{path}:{number}: cannot parse {raw.strip()!r}; expected key=value{hint}"
+            )
         entries.append(Entry(key, value, number))
     return entries
 
