@@ -168,8 +168,9 @@ def test_a_cfg_given_as_the_detect_source_says_so(
 
 
 # ---------------------------------------------------------------- map reports malformed labels
+@pytest.mark.parametrize("verb", ["map", "recall"])
 def test_map_counts_and_reports_malformed_label_lines(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str
 ) -> None:
     run = make_tiny_run(tmp_path / "run", tiny_cfg(width=32, height=32), images=2, copy=True,
                         image_size=48, valid=True)  # fmt: skip
@@ -179,12 +180,14 @@ def test_map_counts_and_reports_malformed_label_lines(
         Network.from_cfg(run.cfg).save_weights(weights)
     label = run.images[0].with_suffix(".txt")
     label.write_text(label.read_text() + "0 0.5 0.5 0.2\n0 0.3 0.3 0.1 0.1\n")  # a 4-value line
-    status, _, err = run_cli(["map", run.cfg, run.data, weights, "--no-coco"], capsys)
+    argv = [verb, run.cfg, run.data, weights, *(["--no-coco"] if verb == "map" else [])]
+    status, _, err = run_cli(argv, capsys)
     assert status == 0, err
     warned = [line for line in err.splitlines() if "warning" in line]
     assert len(warned) == 1, err
     assert f"1 label lines in 1 files are not 'class x y w h' (first: {label})" in warned[0]
-    assert "truths counted in them, where their well-formed lines hold 2" in warned[0]
+    assert f"Darknet's {verb} reads such files as a stream of values: 2 truths counted in " \
+           "them, where their well-formed lines hold 2" in warned[0]
 
 
 def test_map_library_warns_too(tmp_path: Path) -> None:

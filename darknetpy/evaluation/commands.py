@@ -338,6 +338,7 @@ def iter_recall(
     """
     config = DataConfig.from_file(data)
     images = valid_images(config, "data/train.txt")
+    read_truths(images, "recall")  # only its warning: malformed label lines, counted and reported
     net, facts = load_detector(cfg, weights, device, lenient=lenient, backend=backend)
     thresh = np.float32(RECALL_DETECTION_THRESH)
     correct = total = proposals = 0

@@ -241,9 +241,10 @@ def difficult_label_paths(config: DataConfig) -> list[Path] | None:
     return out
 
 
-def read_truths(images: Sequence[Path]) -> list[list[Truth]]:
+def read_truths(images: Sequence[Path], command: str = "map") -> list[list[Truth]]:
     """Each image's ground truth as ``validate_detector_map`` reads it (``read_boxes``: unfiltered,
-    a file read until its first value that does not parse).
+    a file read until its first value that does not parse); ``command`` names the reader in the
+    warning (``map``, ``recall``).
 
     Darknet says nothing when a line is not ``class x y w h``: it reads the file as a stream of
     values, so the boxes after that line shift or are lost. darknetpy counts the same truths, and
@@ -266,9 +267,9 @@ def read_truths(images: Sequence[Path]) -> list[list[Truth]]:
     if bad_files:
         warnings.warn(
             f"{bad_lines} label lines in {len(bad_files)} files are not 'class x y w h' (first: "
-            f"{bad_files[0]}); Darknet's map reads such files as a stream of values: {counted} "
-            f"truths counted in them, where their well-formed lines hold {well_formed}; fix the "
-            "lines (darknetpy check DATA lists them)",
+            f"{bad_files[0]}); Darknet's {command} reads such files as a stream of values: "
+            f"{counted} truths counted in them, where their well-formed lines hold {well_formed}; "
+            "fix the lines (darknetpy check DATA lists them)",
             DataWarning,
             stacklevel=2,
         )
