@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DARKNETPY_SHARED", REPO.parent / "shared"))
+# load()'s default backend is auto (measured once, cached in ~/.cache/darknetpy): the suite runs
+# PyTorch unless told otherwise (DARKNETPY_BACKEND=onnxruntime pytest runs it under onnxruntime);
+# tests/test_backends.py tests the default and every backend
+os.environ.setdefault("DARKNETPY_BACKEND", "torch")
 GOLDEN = SHARED / "golden"
 SKIP_REASON = "../shared not found: golden data is only available beside a development checkout"
 

@@ -1,4 +1,4 @@
-"""darknetpy.inference.backends / backend_cache: every runtime under the same pre- and post-processing.
+"""darknetpy.inference.backends / backend_cache: every runtime under darknetpy's pre/post-processing.
 
 Done-when 3 of issue 15: onnxruntime and OpenVINO give the PyTorch model's detections (and
 Darknet's dets.txt) on every golden detection network; a runtime that is not installed is one line
@@ -220,3 +220,29 @@ def test_map_with_a_backend_equals_torch(
         assert status == 0, err
         outputs[name] = [line for line in out.splitlines() if "mAP@" in line or "class_id" in line]
     assert outputs["torch"] and outputs[backend] == outputs["torch"]
+
+
+def test_the_default_is_auto_unless_darknetpy_backend_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg, weights = tmp_path / "t.cfg", tmp_path / "t.weights"
+    cfg.write_text(tiny_cfg())
+    darknetpy.Network.from_cfg(cfg).save_weights(weights)
+    monkeypatch.setenv("DARKNETPY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DARKNETPY_BACKEND")
+    monkeypatch.setattr(backend_cache, "measure", lambda runners, x: {"torch": 2.0,
+                        **{name: 1.0 + i for i, name in enumerate(RUNTIMES) if name in runners}})
+    with pytest.warns(BackendNote, match="onnxruntime runs"):
+        assert darknetpy.load(cfg, weights).backend == "onnxruntime"  # the fastest measured
+    assert darknetpy.load(cfg, weights, device="cpu", half=True).backend == "torch"  # fp16: torch
+    monkeypatch.setenv("DARKNETPY_BACKEND", "openvino")
+    assert darknetpy.load(cfg, weights).backend == "openvino"
+    monkeypatch.setenv("DARKNETPY_BACKEND", "tensorrt")
+    with pytest.raises(UsageError, match="DARKNETPY_BACKEND=tensorrt"):
+        darknetpy.load(cfg, weights)
+    monkeypatch.setenv("DARKNETPY_BACKEND", "auto")
+    for name in RUNTIMES:
+        monkeypatch.setitem(sys.modules, name, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendNote)  # the default says nothing without runtimes
+        assert darknetpy.load(cfg, weights, backend=None).backend == "torch"

@@ -10,10 +10,11 @@ __all__ = ["add_backend_argument", "positive_int", "probability"]
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
     """``--backend``: what runs the network's forward pass (darknetpy.inference.backends)."""
     p.add_argument(
-        "--backend", choices=("torch", "onnxruntime", "openvino", "auto"), default="torch",
-        help="what runs the network (preparation, decoding and NMS stay darknetpy's): torch "
-        "(default), onnxruntime or openvino (CPU, float32; exported once to $DARKNETPY_CACHE "
-        "or ~/.cache/darknetpy), auto (the fastest installed here, measured once and cached)",
+        "--backend", choices=("torch", "onnxruntime", "openvino", "auto"), default=None,
+        help="what runs the network (preparation, decoding and NMS stay darknetpy's): torch, "
+        "onnxruntime or openvino (CPU, float32; exported once to $DARKNETPY_CACHE or "
+        "~/.cache/darknetpy), auto (the fastest installed here, measured once and cached; torch "
+        "on CUDA); default: $DARKNETPY_BACKEND, else auto",
     )
 
 

@@ -70,13 +70,14 @@ def evaluate(
     keep_detections: bool = False,
     progress: bool = False,
     lenient: bool = False,
-    backend: str = "torch",
+    backend: str | None = "torch",
 ) -> Metrics:
     """``darknet detector map DATA CFG WEIGHTS``: mAP on the ``valid`` list (plus COCO AP).
 
     The cfg's network with ``weights`` (a ``.weights`` file or a ``.pt`` checkpoint; ``lenient``:
     :func:`~.run.load_detector`) loaded, on ``device``, through :func:`evaluate_network` (see it for
-    the arguments); ``backend``: what runs the network (:mod:`darknetpy.inference.backends`).
+    the arguments); ``backend``: what runs the network (:mod:`darknetpy.inference.backends`; None:
+    ``darknetpy.load``'s default).
 
     Raises:
         DataError: unreadable .data, list, names or image; names count differs from the cfg classes.
@@ -199,7 +200,7 @@ def validate(
     batch: int = 8,
     progress: bool = False,
     lenient: bool = False,
-    backend: str = "torch",
+    backend: str | None = "torch",
 ) -> list[Path]:
     """``darknet detector valid DATA CFG WEIGHTS``: result files for an external evaluator.
 
@@ -327,7 +328,7 @@ def iter_recall(
     device: str = "cpu",
     batch: int = 8,
     lenient: bool = False,
-    backend: str = "torch",
+    backend: str | None = "torch",
 ) -> Iterator[RecallRow]:
     """``darknet detector recall DATA CFG WEIGHTS``, one cumulative row per image of ``valid=``.
 

@@ -43,14 +43,15 @@ class DetectorFacts:
 
 def load_detector(
     cfg: str | Path, weights: str | Path | None, device: str | torch.device = "cpu", *,
-    lenient: bool = False, backend: str = "torch",
+    lenient: bool = False, backend: str | None = "torch",
 ) -> tuple[Network | InferenceModel, DetectorFacts]:
     """Build the cfg's network, load ``weights``, move it to ``device`` in eval mode.
 
     ``weights`` is a ``.weights`` file or a darknetpy ``.pt`` checkpoint (told apart by content,
     as ``detect`` does); ``lenient`` loads a damaged ``.weights`` file as Darknet does (warning).
     Another ``backend`` than ``torch`` gives the fused :class:`InferenceModel` running in it
-    (:mod:`darknetpy.inference.backends`; float32, detections through the same pipeline).
+    (:mod:`darknetpy.inference.backends`; float32, detections through the same pipeline; None:
+    ``load``'s default, ``$DARKNETPY_BACKEND`` or auto).
 
     Raises:
         UsageError: the cfg has no detection layer.

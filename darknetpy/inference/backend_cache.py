@@ -35,6 +35,7 @@ from .backends import (
     Runner,
     _version,
     cpu_threads,
+    default_backend,
     installed_backends,
     open_backend,
     require,
@@ -195,17 +196,20 @@ def read_auto(folder: Path | None = None) -> dict[str, Any]:
 
 def choose_auto(
     network: Any, runners: Callable[[Sequence[str]], dict[str, Runner]], *,
-    folder: Path | None = None,
+    folder: Path | None = None, note: bool = True,
 ) -> AutoChoice:
     """``auto``: the cached choice for ``network`` on this machine, or the fastest installed
     backend measured now (:func:`measure`) and recorded in ``auto.json``.
 
     Args:
         runners: builds the runner of each backend named (``torch`` included).
+        note: warn (:class:`BackendNote`) when no runtime besides torch is installed.
     """
     folder = folder or cache_dir()
     backends = installed_backends()
     if backends == ["torch"]:
+        if not note:
+            return AutoChoice("torch", {}, cached=False)
         warnings.warn(
             "backend auto: neither onnxruntime nor openvino is installed, so torch runs "
             '(pip install -e ".[onnx,openvino]" to compare them)', BackendNote, stacklevel=3,
@@ -216,7 +220,8 @@ def choose_auto(
     if isinstance(entry, dict) and entry.get("backend") in backends:
         return AutoChoice(str(entry["backend"]), dict(entry.get("ms", {})), cached=True)
     net = network.net
-    x = torch.rand(1, net.channels, net.height, net.width, generator=torch.Generator().manual_seed(0))
+    seed = torch.Generator().manual_seed(0)
+    x = torch.rand(1, net.channels, net.height, net.width, generator=seed)
     ms = measure(runners(backends), x)
     best = min(ms, key=ms.__getitem__)
     folder.mkdir(parents=True, exist_ok=True)
@@ -242,8 +247,10 @@ class BackendPlan:
             precision, or not installed.
     """
 
-    def __init__(self, backend: str, network: Any, *, device: torch.device, half: bool,
+    def __init__(self, backend: str | None, network: Any, *, device: torch.device, half: bool,
                  fuse: bool = True, folder: Path | None = None) -> None:
+        self.explicit = backend is not None  # the default auto says nothing without runtimes
+        backend = default_backend() if backend is None else backend
         if backend not in BACKENDS:
             raise UsageError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if backend in EXTRAS and (device.type != "cpu" or half):
@@ -288,7 +295,8 @@ class BackendPlan:
                 opened.update(self._runners(torch_forward, names))
                 return opened
 
-            self.choice = choose_auto(self.network, runners, folder=self.folder)
+            self.choice = choose_auto(self.network, runners, folder=self.folder,
+                                      note=self.explicit)
             backend = self.choice.backend
             if backend in opened:
                 return backend, None if backend == "torch" else opened[backend]

@@ -7,17 +7,19 @@ the chosen runtime:
 
 * ``torch``: the fused PyTorch network (:class:`~.inference_model.InferenceModel`'s own);
 * ``onnxruntime`` / ``openvino``: darknetpy's own ONNX export of the network (raw head outputs,
-  :func:`~.export.export_onnx`), written once to a cache folder (:func:`.backend_cache.cache_dir`) under a hash
-  of the cfg, the weights and the versions that shape the file, then run by
-  :class:`OnnxRuntimeBackend` / :class:`OpenVinoBackend` (converted once to OpenVINO IR);
-* ``auto``: each installed backend timed on the network once (:func:`.backend_cache.measure`: warm-up, then the
-  median of a few forward passes, round-robin), the fastest kept in ``auto.json`` beside the
-  exported models, per (cfg, input size, CPU model, thread count, versions).
+  :func:`~.export.export_onnx`), written once to a cache folder
+  (:func:`.backend_cache.cache_dir`) under a hash of the cfg, the weights and the versions that
+  shape the file, then run by :class:`OnnxRuntimeBackend` / :class:`OpenVinoBackend` (converted
+  once to OpenVINO IR);
+* ``auto``: each installed backend timed on the network once (:func:`.backend_cache.measure`:
+  warm-up, then the median of a few forward passes, round-robin), the fastest kept in
+  ``auto.json`` beside the exported models, per (cfg, input size, CPU model, thread count,
+  versions); PyTorch on CUDA. The default (:func:`default_backend`).
 
-Both runtimes are optional extras (``pip install -e ".[onnx]"``, ``".[openvino]"``); asking for one
-that is not installed is one line naming the extra (:func:`require`). Every runtime setting (threads,
-graph optimisation, performance hint) lives in this module: :meth:`OnnxRuntimeBackend.session_options`,
-:meth:`OpenVinoBackend.config`.
+Both runtimes are optional extras (``pip install -e ".[onnx]"``, ``".[openvino]"``); asking for
+one that is not installed is one line naming the extra (:func:`require`). Every runtime setting
+(threads, graph optimisation, performance hint) lives in this module:
+:meth:`OnnxRuntimeBackend.session_options`, :meth:`OpenVinoBackend.config`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "OpenVinoBackend",
     "Runner",
     "cpu_threads",
+    "default_backend",
     "installed_backends",
     "open_backend",
     "require",
@@ -54,6 +57,23 @@ BACKENDS = ("torch", "onnxruntime", "openvino", "auto")
 EXTRAS = MappingProxyType({"onnxruntime": "onnx", "openvino": "openvino"})
 #: A forward pass: (N, C, H, W) float32 -> the head outputs, float32, in layer order.
 Runner = Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+#: The environment variable that sets the default backend (``load()`` and the commands).
+DEFAULT_ENV = "DARKNETPY_BACKEND"
+
+
+def default_backend() -> str:
+    """The backend when none is given: ``$DARKNETPY_BACKEND``, else ``auto`` (the fastest installed
+    runtime on the CPU, measured once per network and machine; PyTorch on CUDA).
+
+    Raises:
+        UsageError: ``$DARKNETPY_BACKEND`` names no backend.
+    """
+    value = os.environ.get(DEFAULT_ENV) or "auto"
+    if value not in BACKENDS:
+        raise UsageError(f"{DEFAULT_ENV}={value}: choose one of {', '.join(BACKENDS)}")
+    return value
 
 
 class BackendNote(UserWarning):

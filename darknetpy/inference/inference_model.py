@@ -88,7 +88,7 @@ class InferenceModel(nn.Module):
         names: Sequence[str] | None = None,
         prepack: bool | None = None,
         keep_unfused: bool = True,
-        backend: str = "torch",
+        backend: str | None = "torch",
     ) -> None:
         super().__init__()
         dev = parse_device(device, what="device")  # cuda:9: one line, not "invalid device ordinal"
@@ -321,7 +321,7 @@ def load(
     prepack: bool | None = None,
     keep_unfused: bool = True,
     lenient: bool = False,
-    backend: str = "torch",
+    backend: str | None = None,
 ) -> InferenceModel:
     """Build the inference model of a darknet network.
 
@@ -343,8 +343,8 @@ def load(
             inference: the fused network is built in place, without a second copy of the
             weights (yolov4: about half the memory), and ``model.network`` raises UsageError.
         lenient: load a damaged ``.weights`` file as Darknet does (a warning instead of an error).
-        backend: what runs ``model(x)``: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``
-            (:mod:`.backends`); preparation, decoding and NMS are darknetpy's whatever the backend.
+        backend: what runs ``model(x)`` (:mod:`.backends`): torch, onnxruntime, openvino, auto;
+            None: $DARKNETPY_BACKEND, else auto. Preparation, decode and NMS stay darknetpy's.
 
     Raises:
         CfgError, WeightsError, DataError, UsageError: naming the file and the problem.
