@@ -246,3 +246,16 @@ def test_the_default_is_auto_unless_darknetpy_backend_says_otherwise(
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendNote)  # the default says nothing without runtimes
         assert darknetpy.load(cfg, weights, backend=None).backend == "torch"
+
+
+def test_auto_keeps_torch_unless_a_runtime_is_clearly_faster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Within AUTO_MARGIN (3 %) of torch, noise could have decided: torch stays."""
+    cfg = tmp_path / "t.cfg"
+    cfg.write_text(tiny_cfg())
+    monkeypatch.setenv("DARKNETPY_CACHE", str(tmp_path / "cache"))
+    timings = {"torch": 100.0, **{name: 98.0 for name in RUNTIMES}}
+    monkeypatch.setattr(backend_cache, "measure", lambda runners, x: dict(timings))
+    with pytest.warns(BackendNote, match="torch runs"):
+        assert darknetpy.load(cfg, None, backend="auto").backend == "torch"

@@ -57,6 +57,9 @@ __all__ = [
 ONNX_OPSET = 17
 AUTO_WARMUP = 2  # untimed passes per backend before timing (first-call allocations)
 AUTO_PASSES = 5  # timed passes per backend, interleaved; the median decides
+#: ``auto`` keeps torch unless a runtime is faster by more than this share (no export, no extra
+#: runtime, for what measurement noise could give)
+AUTO_MARGIN = 0.03
 
 
 def cache_dir() -> Path:
@@ -199,7 +202,8 @@ def choose_auto(
     folder: Path | None = None, note: bool = True,
 ) -> AutoChoice:
     """``auto``: the cached choice for ``network`` on this machine, or the fastest installed
-    backend measured now (:func:`measure`) and recorded in ``auto.json``.
+    backend measured now (:func:`measure`; torch unless another is faster by more than
+    :data:`AUTO_MARGIN`) and recorded in ``auto.json``.
 
     Args:
         runners: builds the runner of each backend named (``torch`` included).
@@ -224,6 +228,8 @@ def choose_auto(
     x = torch.rand(1, net.channels, net.height, net.width, generator=seed)
     ms = measure(runners(backends), x)
     best = min(ms, key=ms.__getitem__)
+    if "torch" in ms and ms[best] >= ms["torch"] * (1 - AUTO_MARGIN):
+        best = "torch"
     folder.mkdir(parents=True, exist_ok=True)
     table = read_auto(folder)  # re-read: another process may have added entries meanwhile
     table[key] = {"backend": best, "ms": {k: round(v, 3) for k, v in ms.items()},
