@@ -259,3 +259,17 @@ def test_auto_keeps_torch_unless_a_runtime_is_clearly_faster(
     monkeypatch.setattr(backend_cache, "measure", lambda runners, x: dict(timings))
     with pytest.warns(BackendNote, match="torch runs"):
         assert darknetpy.load(cfg, None, backend="auto").backend == "torch"
+
+
+def test_the_cache_keeps_the_recently_used_networks(tmp_path: Path) -> None:
+    """A new weights file is a new export; beyond KEEP_MODELS the least recently used go."""
+    _installed("onnxruntime")
+    net = darknetpy.Network.from_text(tiny_cfg(), path="t.cfg")
+    first = backend_cache.exported_model(net, "onnxruntime", folder=tmp_path)
+    assert backend_cache.exported_model(net, "onnxruntime", folder=tmp_path) == first  # cached
+    for k in range(backend_cache.KEEP_MODELS + 1):
+        with torch.no_grad():
+            next(net.parameters()).add_(1.0)  # other weights: another file
+        backend_cache.exported_model(net, "onnxruntime", folder=tmp_path)
+    kept = sorted(tmp_path.glob("*.onnx"))
+    assert len(kept) == backend_cache.KEEP_MODELS and first not in kept

@@ -60,6 +60,8 @@ AUTO_PASSES = 5  # timed passes per backend, interleaved; the median decides
 #: ``auto`` keeps torch unless a runtime is faster by more than this share (no export, no extra
 #: runtime, for what measurement noise could give)
 AUTO_MARGIN = 0.03
+#: exported networks kept in the cache (the most recently used; a new weights file is a new one)
+KEEP_MODELS = 8
 
 
 def cache_dir() -> Path:
@@ -95,6 +97,18 @@ def model_key(network: Any, fuse: bool = True) -> str:
     return digest.hexdigest()[:24]
 
 
+def _prune(folder: Path, keep: int) -> None:
+    """Remove the files of all but the ``keep`` most recently used exported networks."""
+    groups: dict[str, list[Path]] = {}
+    for path in folder.iterdir():
+        if path.suffix in (".onnx", ".xml", ".bin") and not path.name.startswith("."):
+            groups.setdefault(path.name[:24], []).append(path)
+    order = sorted(groups, key=lambda k: max(p.stat().st_mtime for p in groups[k]), reverse=True)
+    for key in order[keep:]:
+        for path in groups[key]:
+            path.unlink(missing_ok=True)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -117,12 +131,17 @@ def exported_model(
     key = model_key(network, fuse)
     onnx_path = folder / f"{key}.onnx"
     if not onnx_path.exists():
+        _prune(folder, KEEP_MODELS - 1)
         tmp = folder / f".{key}.{os.getpid()}.onnx"
         try:
             export_onnx(network, tmp, opset=ONNX_OPSET, dynamic_batch=True, fuse=fuse)
             tmp.replace(onnx_path)
         finally:
             tmp.unlink(missing_ok=True)
+    try:
+        os.utime(onnx_path)  # used now: what _prune keeps
+    except OSError:
+        pass
     if ov is None:
         return onnx_path
     version = re.sub(r"[^0-9A-Za-z.]+", "_", _version("openvino"))
@@ -277,10 +296,8 @@ class BackendPlan:
         self.choice: AutoChoice | None = None
         if backend == "auto":
             backends = installed_backends()
-            entry = read_auto(self.folder).get(auto_key(network, backends)) if backends != [
-                "torch"] else None
-            wanted = [entry["backend"]] if isinstance(entry, dict) and entry.get(
-                "backend") in backends else backends
+            entry = read_auto(self.folder).get(auto_key(network, backends)) or {}
+            wanted = [entry["backend"]] if entry.get("backend") in backends else backends
         else:
             wanted = [backend]
         for name in wanted:
