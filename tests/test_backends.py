@@ -207,7 +207,7 @@ def test_auto_measures_once_reuses_the_choice_and_remeasures_a_changed_cfg(
 
 # ---------------------------------------------------------------- the commands
 @pytest.mark.parametrize("backend", RUNTIMES)
-def test_map_with_a_backend_equals_torch(
+def test_map_and_recall_with_a_backend_equal_torch(
     backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _installed(backend)
@@ -219,7 +219,11 @@ def test_map_with_a_backend_equals_torch(
                                     "--no-coco", "--backend", name], capsys)  # fmt: skip
         assert status == 0, err
         outputs[name] = [line for line in out.splitlines() if "mAP@" in line or "class_id" in line]
-    assert outputs["torch"] and outputs[backend] == outputs["torch"]
+        status, out, err = run_cli(["recall", model / "net.cfg", data, model / "net.weights",
+                                    "--backend", name], capsys)  # fmt: skip
+        assert status == 0, err
+        outputs[name] += out.splitlines()[-1:]  # the totals: correct, total, proposals, IoU
+    assert len(outputs["torch"]) >= 3 and outputs[backend] == outputs["torch"]
 
 
 def test_the_default_is_auto_unless_darknetpy_backend_says_otherwise(
