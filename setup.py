@@ -27,8 +27,9 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
-        # --backend openvino (darknetpy.inference.backends); onnxruntime comes with "onnx"
-        "openvino": ["openvino>=2024"],
+        # --backend openvino (darknetpy.inference.backends); onnxruntime comes with "onnx";
+        # nncf and onnx: INT8 quantization (export --int8, map --int8; darknetpy.inference.quantize)
+        "openvino": ["openvino>=2024", "nncf>=2.10", "onnx>=1.14"],
     },
     entry_points={"console_scripts": ["darknetpy=darknetpy.cli:main"]},
 )

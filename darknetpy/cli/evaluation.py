@@ -69,12 +69,22 @@ def cmd_map(args: argparse.Namespace) -> int:
         refuse_overwrite(Path(args.json), Path(args.cfg), Path(args.data), Path(args.weights))
         require_folder(Path(args.json))
     _check_device(args.device, args.tf32)
-    metrics = evaluate(
-        Path(args.cfg), Path(args.data), Path(args.weights), thresh=args.thresh,
-        iou_thresh=args.iou_thresh, points=args.points, letter_box=True if args.letter_box else None,
-        device=args.device, coco=not args.no_coco, batch=args.batch, progress=_progress(),
-        lenient=args.lenient, backend=args.backend,
+    settings = dict(
+        thresh=args.thresh, iou_thresh=args.iou_thresh, points=args.points,
+        letter_box=True if args.letter_box else None, coco=not args.no_coco, batch=args.batch,
+        progress=_progress(),
     )  # fmt: skip
+    if args.int8:  # the network quantized on DATA's train images (cached), in an INT8 runtime
+        from ..evaluation import evaluate_network
+        from ..inference.quantize import cached_int8_model
+
+        runtime = "openvino" if args.backend in (None, "auto") else args.backend
+        model = cached_int8_model(args.cfg, args.weights, args.data, lenient=args.lenient,
+                                  backend=runtime)
+        metrics = evaluate_network(model, Path(args.data), device="cpu", **settings)
+    else:
+        metrics = evaluate(Path(args.cfg), Path(args.data), Path(args.weights), device=args.device,
+                           lenient=args.lenient, backend=args.backend, **settings)
     print(metrics.map.report(metrics.names))
     if metrics.coco is not None:
         coco = metrics.coco.as_dict()
@@ -291,6 +301,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "precision, recall, f1, average_iou, coco)")  # fmt: skip
     p.add_argument("--plots", metavar="DIR", help="write a precision-recall plot per class")
     p.add_argument("--no-coco", action="store_true", help="skip the pycocotools figures")
+    p.add_argument("--int8", action="store_true",
+                   help="quantize to INT8 on DATA's train images (cached) and measure that model, "
+                        "in --backend openvino (default) or onnxruntime")  # fmt: skip
     p.set_defaults(func=cmd_map)
 
     p = sub.add_parser(

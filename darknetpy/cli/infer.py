@@ -121,11 +121,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     refuse_overwrite(out, Path(args.cfg), Path(args.weights))
+    if args.int8 and not args.calibrate:
+        raise UsageError("--int8 needs --calibrate DATA (a .data file whose train= images "
+                         "calibrate)")
     if is_checkpoint(args.weights):
         network = network_from_checkpoint(args.weights, args.cfg)
     else:
         network = build_network(args.cfg, quiet=True)
         network.load_weights(args.weights, lenient=args.lenient)
+    if args.int8:
+        from ..inference.quantize import quantize_int8
+
+        quantize_int8(network, out, args.calibrate, engine=args.int8_engine,
+                      images=args.calibrate_images)
+        print(f"wrote {out} (INT8, {args.int8_engine}, calibrated on {args.calibrate_images} train "
+              f"images of {args.calibrate}; raw head outputs as darknetpy's float32 export)")
+        return 0
     export_onnx(
         network,
         out,
@@ -271,4 +282,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="--layout nms: boxes kept per class and image")
     p.add_argument("--plain-iou-nms", action="store_true",
                    help="--layout nms on a cfg with DIoU NMS (greedynms/diounms): use IoU NMS")
+    p.add_argument("--int8", action="store_true",
+                   help="post-training INT8 quantization (OUT: .xml for openvino, .onnx)")
+    p.add_argument("--calibrate", metavar="DATA",
+                   help="--int8: a .data file whose train= images calibrate")
+    p.add_argument("--calibrate-images", type=positive_int, default=100,
+                   help="--int8: how many train images (the list's first)")
+    p.add_argument("--int8-engine", choices=("openvino", "onnxruntime"), default="openvino",
+                   help="--int8: NNCF on OpenVINO (faster here) or onnxruntime's quantize_static")
     p.set_defaults(func=cmd_export)
