@@ -275,5 +275,5 @@ def test_the_cache_keeps_the_recently_used_networks(tmp_path: Path) -> None:
         with torch.no_grad():
             next(net.parameters()).add_(1.0)  # other weights: another file
         backend_cache.exported_model(net, "onnxruntime", folder=tmp_path)
-    kept = sorted(tmp_path.glob("*.onnx"))
+    kept = sorted((tmp_path / "models").glob("*.onnx"))
     assert len(kept) == backend_cache.KEEP_MODELS and first not in kept

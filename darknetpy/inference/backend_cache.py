@@ -120,13 +120,14 @@ def exported_model(
 ) -> Path:
     """The cached model file ``backend`` runs for ``network``, written on first use: darknetpy's
     raw-head ONNX export (dynamic batch), and for OpenVINO that file converted to IR (``.xml`` and
-    ``.bin``). Files are written under a temporary name and renamed (atomic).
+    ``.bin``), in ``<cache>/models/`` (the :data:`KEEP_MODELS` most recently used are kept). Files
+    are written under a temporary name and renamed (atomic).
 
     Raises:
         UsageError: an uninstalled backend or ``onnx`` package.
     """
     ov = require(backend) if backend == "openvino" else None
-    folder = folder or cache_dir()
+    folder = (folder or cache_dir()) / "models"  # only exports: what _prune may remove
     folder.mkdir(parents=True, exist_ok=True)
     key = model_key(network, fuse)
     onnx_path = folder / f"{key}.onnx"
