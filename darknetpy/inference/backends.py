@@ -190,6 +190,9 @@ class OpenVinoBackend:
         self.core = ov.Core()
         self.model = self.core.read_model(str(self.path))
         self._compiled: dict[tuple[int, ...], Any] = {}
+        dims = list(self.model.inputs[0].get_partial_shape())
+        if all(d.is_static for d in dims[1:]):  # batch 1 compiled now, not in the first predict
+            self._compiled_for((1, *(d.get_length() for d in dims[1:])))
 
     @staticmethod
     def config(threads: int | None = None) -> dict[str, Any]:
