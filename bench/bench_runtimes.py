@@ -6,7 +6,7 @@ Usage (OpenCV 4.x for ``cv2.dnn.readNetFromDarknet``: ``bash bench/setup_env.sh`
     bench/.venv/bin/python bench/bench_runtimes.py            # yolov4-tiny 416 and yolov4 608
 
     [--models yolov4-tiny:416 yolov4:608] [--threads N] [--rounds R] [--omp-passive]
-    [--int8 NAME=PATH] [--int8-map NAME=FP32,INT8]
+    [--int8 NAME=PATH] [--no-int8]
 
 One table (Markdown, ready for the README) on the machine it runs on, its CPU model from
 /proc/cpuinfo and the load average in the header. For each network, batch 1, float32, ``--threads``
@@ -19,7 +19,7 @@ Darknet weights (``bench/.cache``, written once; :mod:`common`):
   decode and ``NMSBoxesBatched``);
 * medians over interleaved rounds (each round calls every runtime once, so load drift hits all
   alike), after two untimed rounds; ``conv GFLOP/s``: the network's convolution FLOPs over the
-  median, against a bare 3x3 convolution timed alone in the same run.
+  median, against a bare 3x3 convolution timed alone, interleaved with the runtimes.
 
 Targets (issue 15): end to end, darknetpy's default backend <= 0.8x OpenCV DNN's time; network
 only, the default backend within 5 % of the fastest runtime (INT8 rows aside).
@@ -44,11 +44,11 @@ from runtimes import (
     THRESH,
     Call,
     backend_of,
-    bare_conv_rate,
+    BARE,
+    bare_conv,
     conv_gflop,
     count,
     cpu_threads,
-    find_int8,
     int8_forward,
     load_model,
     model_e2e,
@@ -58,6 +58,9 @@ from runtimes import (
     opencv_net,
     ort_forward,
     ov_forward,
+    quantized,
+    quietly,
+    raccoon_map,
 )
 
 E2E_TARGET = 0.8  # Done-when 1: default backend end to end <= 0.8x OpenCV DNN
@@ -148,26 +151,28 @@ def _opencv(c: Contenders, cfg: Path, weights: Path, size: int, photo: np.ndarra
 def _int8(c: Contenders, name: str, size: int, args: argparse.Namespace, cfg: Path,
           weights: Path, x: torch.Tensor, photo: np.ndarray) -> str | None:
     """The INT8 row: the runtime on the INT8 model for the network alone, and darknetpy's
-    pre/post around it (``InferenceModel.use_runtime``) end to end where darknetpy has that."""
-    path = find_int8(name, size, args.int8)
+    pre/post around it (``quantize.int8_model``) end to end where darknetpy has that."""
+    if args.no_int8:
+        return None
+    path, note = quantized(name, size, cfg, weights, args.int8)
+    c.notes.append(note)
     if path is None:
         return None
-    backend = "openvino" if path.suffix == ".xml" else "onnxruntime"
-    label = f"{backend} int8"
+    label = f"{'openvino' if path.suffix == '.xml' else 'onnxruntime'} int8"
     net = int8_forward(path, args.threads, np.ascontiguousarray(x.numpy()))
     e2e = None
-    model = load_model(cfg, weights, "torch") or load_model(cfg, weights, None)
-    if hasattr(model, "use_runtime"):
-        from darknetpy.inference.backends import open_backend
-
-        model.use_runtime(open_backend(backend, path, threads=args.threads))
+    try:
+        from darknetpy.inference.quantize import int8_model
+    except ImportError:
+        pass
+    else:
+        model = quietly(int8_model, cfg, weights, path, threads=args.threads)
         e2e = model_e2e(model, photo)
     c.add(label, net, e2e)
-    c.notes.append(f"INT8 model: {path}")
     return label
 
 
-def bench_network(name: str, size: int, args: argparse.Namespace, bare: float
+def bench_network(name: str, size: int, args: argparse.Namespace
                   ) -> tuple[list[list[object]], list[str]]:
     """Rows of the table for one network, and the lines under it."""
     began = time.perf_counter()
@@ -179,32 +184,30 @@ def bench_network(name: str, size: int, args: argparse.Namespace, bare: float
     _runtimes(c, cfg, weights, photo, x, args.threads)
     _opencv(c, cfg, weights, size, photo, x)
     int8_label = _int8(c, name, size, args, cfg, weights, x, photo)
+    bare_call, bare_flops, bare_label = bare_conv()
+    c.net[BARE] = bare_call  # timed among the runtimes: the same load
     rounds = args.rounds or (25 if conv_gflop(torch_model) < 20 else 7)
     with torch.inference_mode():
         net_t = interleaved(c.net, rounds, warmup=2)
         e2e_t = interleaved(c.e2e, rounds, warmup=2)
     boxes = {k: count(f()) for k, f in c.e2e.items()}
     gflop = conv_gflop(torch_model)
+    bare = bare_flops / median(net_t.pop(BARE)) / 1e9
     fp32 = {k: median(v) for k, v in net_t.items() if "int8" not in k}
     fastest = min(fp32.values())
     ocv_net = fp32.get("opencv dnn")
     ocv_e2e = median(e2e_t["opencv dnn"]) if "opencv dnn" in e2e_t else None
-    maps = args.int8_map.get(name, "").split(",") if name in args.int8_map else None
     rows: list[list[object]] = []
     for key, times in net_t.items():
         t = median(times)
         e = median(e2e_t[key]) if key in e2e_t else None
-        m = "-"
-        if maps and key == "darknetpy torch":
-            m = maps[0]
-        elif maps and key == int8_label and len(maps) > 1:
-            m = maps[1]
         rows.append([f"{name} {size}", key, f"{t * 1e3:.1f}", f"{t / fastest:.2f}",
                      f"{t / ocv_net:.2f}" if ocv_net else "-", f"{gflop / t:.0f}",
                      f"{100 * gflop / t / bare:.0f} %", f"{e * 1e3:.1f}" if e else "-",
                      f"{e / ocv_e2e:.2f}" if e and ocv_e2e else "-",
-                     str(boxes.get(key, "-")), m])
-    lines = [f"{name} {size}: {gflop:.2f} GFLOP in convolutions, {rounds} interleaved rounds, "
+                     str(boxes.get(key, "-")), "-"])
+    lines = [f"{name} {size}: {gflop:.2f} GFLOP in convolutions, bare conv ({bare_label}) "
+             f"{bare:.0f} GFLOP/s, {rounds} interleaved rounds, "
              f"load average {load0:.2f} -> {os.getloadavg()[0]:.2f}, "
              f"{time.perf_counter() - began:.0f} s"]
     lines += [f"  {n}" for n in c.notes]
@@ -235,14 +238,13 @@ def main() -> int:
                         help="interleaved rounds (default 25 for small networks, 7 for large)")
     parser.add_argument("--int8", nargs="*", default=[], metavar="NAME=PATH",
                         help="an INT8 model (.xml: OpenVINO, .onnx: onnxruntime) of NAME")
-    parser.add_argument("--int8-map", nargs="*", default=[], metavar="NAME=FP32,INT8",
-                        help="mAP@0.5 measured for NAME (fp32, int8), shown in the table")
+    parser.add_argument("--no-int8", action="store_true",
+                        help="leave out INT8 (quantizing takes a minute or two the first time)")
     parser.add_argument("--omp-passive", action="store_true",
                         help="re-run with OMP_WAIT_POLICY=PASSIVE (a machine busy with other work)")
     args = parser.parse_args()
     passive_omp(sys.argv)
     args.int8 = _key_values(args.int8, "--int8")
-    args.int8_map = _key_values(args.int8_map, "--int8-map")
     import cv2
 
     torch.set_num_threads(args.threads)
@@ -250,17 +252,20 @@ def main() -> int:
     cv2.setNumThreads(args.threads)
     began = time.perf_counter()
     print("\n".join(machine_lines(args.threads)), flush=True)
-    with torch.inference_mode():
-        bare, bare_line = bare_conv_rate(args.threads)
-    print(bare_line, flush=True)
     rows: list[list[object]] = []
     notes: list[str] = []
     for spec in args.models:
         name, _, size = spec.partition(":")
-        r, n = bench_network(name, int(size or 416), args, bare)
+        r, n = bench_network(name, int(size or 416), args)
         rows += r
         notes += n
         print("\n".join(n), flush=True)
+    if not args.no_int8:
+        r, line = raccoon_map(args.threads)
+        rows += [[net, label, ms, "-", "-", "-", "-", "-", "-", "-", f"{m:.4f}"]
+                 for net, label, ms, m in r]
+        print(line, flush=True)
+        notes.append(line)
     print()
     print(markdown(HEADERS, rows))
     print(f"\nbatch 1, float32, {args.threads} threads; medians; x fastest: over the float32 "

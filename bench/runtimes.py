@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import CACHE, interleaved, median
+from common import CACHE, IMAGES, SHARED, interleaved, median
 
 THRESH, NMS = 0.25, 0.45
 Call = Callable[[], object]
@@ -202,30 +202,27 @@ def conv_gflop(model: Any) -> float:
                if getattr(layer, "darknet_name", "") == "convolutional")
 
 
-def bare_conv_rate(threads: int, repeat: int = 8) -> tuple[float, str]:
-    """GFLOP/s of one big 3x3 convolution alone (256 -> 256 channels at 52x52, batch 1, bias,
-    channels-last, oneDNN weights prepacked as darknetpy's load() runs them): the machine's
-    reference rate for the networks' convolutions."""
+BARE = "(bare conv)"
+
+
+def bare_conv() -> tuple[Call, float, str]:
+    """One big 3x3 convolution alone (256 -> 256 channels at 52x52, batch 1, bias, channels-last,
+    oneDNN weights prepacked as darknetpy's load() runs them, else ``F.conv2d``): the machine's
+    reference rate for the networks' convolutions. Returns the call, its FLOPs and a label; the
+    bench times it interleaved with the networks, so both see the same load."""
     c, s = 256, 52
     x = torch.randn(1, c, s, s).contiguous(memory_format=torch.channels_last)
     w = torch.randn(c, c, 3, 3) * 0.02
     b = torch.randn(c)
-    flops = 2 * c * c * 9 * s * s
-    calls: dict[str, Call] = {"F.conv2d": lambda: F.conv2d(x, w, b, 1, 1)}
+    flops = 2.0 * c * c * 9 * s * s
     from darknetpy.model.fastconv import packing_available
 
-    if packing_available():
-        ops = torch.ops.mkldnn
-        packed = ops._reorder_convolution_weight(w, [1, 1], [1, 1], [1, 1], 1, [1, c, s, s])
-        calls["prepacked"] = lambda: ops._convolution_pointwise(
-            x, packed, b, [1, 1], [1, 1], [1, 1], 1, "none", [], "")
-    with torch.inference_mode():
-        times = interleaved(calls, repeat, warmup=2)
-    rates = {k: flops / median(v) / 1e9 for k, v in times.items()}
-    best = max(rates.values())
-    text = ", ".join(f"{k} {r:.0f}" for k, r in rates.items())
-    return best, (f"bare conv 3x3 {c}->{c} @ {s}x{s} (batch 1, {threads} threads): {text} GFLOP/s"
-                  f" -> reference {best:.0f} GFLOP/s")
+    if not packing_available():
+        return (lambda: F.conv2d(x, w, b, 1, 1)), flops, f"F.conv2d 3x3 {c}->{c} @ {s}x{s}"
+    ops = torch.ops.mkldnn
+    packed = ops._reorder_convolution_weight(w, [1, 1], [1, 1], [1, 1], 1, [1, c, s, s])
+    return (lambda: ops._convolution_pointwise(x, packed, b, [1, 1], [1, 1], [1, 1], 1, "none",
+                                               [], "")), flops, f"prepacked 3x3 {c}->{c} @ {s}x{s}"
 
 
 # ---------------------------------------------------------------- INT8
@@ -239,3 +236,70 @@ def find_int8(name: str, size: int, given: dict[str, str]) -> Path | None:
         if path.exists():
             return path
     return None
+
+
+def quantized(name: str, size: int, cfg: Path, weights: Path, given: dict[str, str]
+              ) -> tuple[Path | None, str]:
+    """The INT8 model of a bench network: given or cached (:func:`find_int8`), else written once by
+    darknetpy's quantizer (``darknetpy.inference.quantize.quantize_int8``, NNCF on OpenVINO)
+    calibrated on Darknet's sample photos, into ``bench/.cache/<name>-<size>-int8.xml``.
+    Returns the path (None: no quantizer here) and a note."""
+    found = find_int8(name, size, given)
+    if found is not None:
+        return found, f"INT8 model: {found}"
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+
+        from darknetpy.inference.quantize import quantize_int8
+    except ImportError as error:
+        return None, f"INT8: no quantizer ({error}); pip install -e \".[openvino]\""
+    photos = [SHARED / "images" / n for n in IMAGES if (SHARED / "images" / n).exists()]
+    if not photos:
+        return None, "INT8: no calibration photos (../shared/images)"
+    listing = CACHE / "calibration.txt"
+    listing.write_text("".join(f"{p}\n" for p in photos))
+    data = CACHE / "calibration.data"
+    data.write_text(f"classes=80\ntrain={listing}\nvalid={listing}\n")
+    from darknetpy.model.network import Network
+
+    network = quietly(Network.from_cfg, cfg)
+    network.load_weights(weights)
+    network.eval()
+    out = CACHE / f"{name}-{size}-int8.xml"
+    import time
+
+    start = time.perf_counter()
+    quietly(quantize_int8, network, out, data, engine="openvino", images=len(photos))
+    return out, (f"INT8 model: {out} (NNCF on {len(photos)} sample photos, "
+                 f"{time.perf_counter() - start:.0f} s, once)")
+
+
+def raccoon_map(threads: int) -> tuple[list[list[object]], str]:
+    """mAP@0.5 of float32 and INT8 (OpenVINO) on the raccoon validation split, with the
+    Darknet-trained golden yolov4-tiny 256 (``../shared/golden/trained-raccoon``), and their
+    network-only ms: the accuracy side of INT8 (random bench weights have no mAP)."""
+    golden = SHARED / "golden" / "trained-raccoon"
+    data = SHARED / "datasets" / "raccoon" / "raccoon.data"
+    if not (golden / "net.weights").exists() or not data.exists():
+        return [], "INT8 mAP: no ../shared/golden/trained-raccoon or raccoon data set"
+    try:
+        from darknetpy.evaluation.commands import evaluate_network
+        from darknetpy.inference.quantize import cached_int8_model
+    except ImportError as error:
+        return [], f"INT8 mAP: {error}"
+    cfg, weights = golden / "net.cfg", golden / "net.weights"
+    fp32 = load_model(cfg, weights, "openvino")
+    int8 = quietly(cached_int8_model, cfg, weights, data, backend="openvino")
+    net = fp32.fused.net
+    x = torch.rand(1, net.channels, net.height, net.width)
+    times = interleaved({"fp32": lambda: fp32(x), "int8": lambda: int8(x)}, 30, warmup=3)
+    rows = []
+    for label, model in (("openvino fp32", fp32), ("openvino int8", int8)):
+        m = quietly(evaluate_network, model, data, coco=False).map50
+        rows.append([f"raccoon yolov4-tiny {net.width}", label,
+                     f"{median(times[label.split()[1]]) * 1e3:.1f}", m])
+    speed = median(times["fp32"]) / median(times["int8"])
+    return rows, (f"raccoon (trained yolov4-tiny {net.width}, 40 validation images): INT8 "
+                  f"{speed:.2f}x faster than float32 on OpenVINO, mAP@0.5 "
+                  f"{rows[0][3]:.4f} -> {rows[1][3]:.4f}")
