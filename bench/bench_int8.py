@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from darknetpy.evaluation.commands import evaluate_network  # noqa: E402
 from darknetpy.inference import backends  # noqa: E402
+from darknetpy.inference.backend_cache import _cpu_model  # noqa: E402
 from darknetpy.inference.export import export_onnx  # noqa: E402
 from darknetpy.inference.inference_model import load  # noqa: E402
 from darknetpy.inference.quantize import int8_model, quantize_int8  # noqa: E402
@@ -32,15 +33,18 @@ from darknetpy.model.network import Network  # noqa: E402
 SHARED = REPO.parent / "shared"
 
 
-def _ms(runner: backends.Runner, x: torch.Tensor, runs: int) -> float:
-    for _ in range(5):
-        runner(x)
-    times = []
+def _ms(runners: list[backends.Runner], x: torch.Tensor, runs: int) -> list[float]:
+    """Median ms of each runner, timed round-robin (a busy machine slows both alike)."""
+    for runner in runners:
+        for _ in range(5):
+            runner(x)
+    times: list[list[float]] = [[] for _ in runners]
     for _ in range(runs):
-        t = time.perf_counter()
-        runner(x)
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        for runner, kept in zip(runners, times):
+            t = time.perf_counter()
+            runner(x)
+            kept.append(time.perf_counter() - t)
+    return [1e3 * statistics.median(kept) for kept in times]
 
 
 def main() -> None:
@@ -58,7 +62,7 @@ def main() -> None:
     net.load_weights(a.weights)
     net.eval()
     x = torch.rand(1, net.net.channels, net.net.height, net.net.width)
-    print(f"# {backends._cpu_model() if hasattr(backends, '_cpu_model') else ''} "
+    print(f"# {_cpu_model()}, "
           f"threads {backends.cpu_threads()}, {a.cfg}, calibration {a.images} train images, "
           f"keep_fp32={a.keep_fp32}")
     print("| engine | precision | mAP@0.5 | ms (network, batch 1) | quantize s |")
@@ -71,8 +75,6 @@ def main() -> None:
             model = load(a.cfg, a.weights, half=False, keep_unfused=False, backend="torch")
             model.runner, model.runner_shape = runner_fp32, tuple(x.shape[1:])
             m32 = evaluate_network(model, a.data, coco=False).map50
-            t32 = _ms(runner_fp32, x, a.runs)
-            print(f"| {engine} | fp32 | {m32:.4f} | {t32:.2f} | - |", flush=True)
             out = Path(tmp) / ("int8.xml" if engine == "openvino" else "int8.onnx")
             t = time.perf_counter()
             quantize_int8(net, out, a.data, engine=engine, images=a.images,
@@ -80,7 +82,8 @@ def main() -> None:
             tq = time.perf_counter() - t
             model8 = int8_model(a.cfg, a.weights, out)
             m8 = evaluate_network(model8, a.data, coco=False).map50
-            t8 = _ms(model8.runner, x, a.runs)
+            t32, t8 = _ms([runner_fp32, model8.runner], x, a.runs)
+            print(f"| {engine} | fp32 | {m32:.4f} | {t32:.2f} | - |", flush=True)
             print(f"| {engine} | int8 | {m8:.4f} ({m8 - m32:+.4f}) | {t8:.2f} ({t32 / t8:.2f}x) "
                   f"| {tq:.1f} |", flush=True)
 

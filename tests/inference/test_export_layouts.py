@@ -188,3 +188,19 @@ def test_cli_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = session.run(None, {"images": np.load(GOLDEN / "yolov3-tiny" / "input.npy")[None]})[0]
     assert len(rows) and (rows[:, 5] > 0.3).all()
     assert np.bincount(rows[:, 6].astype(int)).max() <= 5
+
+
+def test_dynamic_batch_layouts(tmp_path: Path) -> None:
+    """A batch of 3 through graphs traced with 2: each image's rows are its own."""
+    net, x = _golden("yolov3-tiny")
+    batch = np.concatenate([x, np.ascontiguousarray(x[:, :, ::-1]), x * np.float32(0.5)])
+    boxes, objectness, scores = _reference(net, batch)
+    rows = _run(export_onnx(net, tmp_path / "d.onnx", layout="decoded", dynamic_batch=True), batch)
+    assert rows.shape[0] == 3 and _box_error(rows[..., :4], boxes) <= 1e-4
+    got = _run(export_onnx(net, tmp_path / "n.onnx", layout="nms", dynamic_batch=True,
+                           nms=NmsOptions(0.45, 0.5, max_det=1000)), batch)
+    for b in range(3):
+        want = _darknetpy_rows(net, batch[b : b + 1], 0.5, 0.45)
+        mine = got[got[:, 0] == b][:, 1:].astype(np.float64)
+        assert len(mine) == len(want) > 0
+        _same_detections(mine, want, float(x.shape[3]), 0.5)
