@@ -25,8 +25,9 @@ one that is not installed is one line naming the extra (:func:`require`). Every 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType, ModuleType
@@ -106,22 +107,26 @@ def require(backend: str) -> ModuleType:
 
 
 def installed_backends() -> list[str]:
-    """``torch`` and every runtime of :data:`EXTRAS` that imports."""
+    """``torch`` and every runtime of :data:`EXTRAS` that is installed (found, not imported: a
+    cached ``auto`` choice of torch costs no runtime import)."""
     found = ["torch"]
     for name in EXTRAS:
         try:
-            require(name)
-        except UsageError:
+            if importlib.util.find_spec(name) is not None:
+                found.append(name)
+        except (ImportError, ValueError):
             continue
-        found.append(name)
     return found
 
 
 def _version(name: str) -> str:
+    """A backend's version (its package metadata, or its ``__version__`` once imported)."""
     if name == "torch":
         return torch.__version__
-    module = sys.modules.get(name) or require(name)
-    return str(getattr(module, "__version__", "?"))
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:  # e.g. onnxruntime-gpu: ask the module
+        return str(getattr(require(name), "__version__", "?"))
 
 
 # ---------------------------------------------------------------- the runtimes
