@@ -130,8 +130,10 @@ def detect_images(detector: Detector, images: Iterable[ImageInput], *,
         raise UsageError(f"color={color!r}: choose one of {', '.join(COLOR_ORDERS)}")
     pending: list[tuple[Any, PreparedImage]] = []
     # A channels-last detector (the CPU inference model) gets its input in that layout from the
-    # resize itself: no NCHW -> NHWC copy of the batch (bench/bench_runtimes.py).
-    channels_last = bool(getattr(detector, "channels_last", False))
+    # resize itself: no NCHW -> NHWC copy of the batch (bench/bench_runtimes.py); one whose
+    # network runs in onnxruntime / OpenVINO (a `runner`) takes NCHW.
+    channels_last = bool(getattr(detector, "channels_last", False)) and getattr(
+        detector, "runner", None) is None
 
     def flush() -> Iterator[ImageDetections]:
         x = batch_tensor([p.input for _, p in pending], channels_last)
