@@ -49,6 +49,7 @@ from runtimes import (
     conv_gflop,
     count,
     cpu_threads,
+    forget_auto,
     int8_forward,
     load_model,
     model_e2e,
@@ -100,17 +101,20 @@ class Contenders:
             self.e2e[name] = e2e
 
 
-def _darknetpy(c: Contenders, cfg: Path, weights: Path, photo: np.ndarray) -> tuple[object, torch.Tensor]:
+def _darknetpy(c: Contenders, cfg: Path, weights: Path, photo: np.ndarray, keep_auto: bool
+               ) -> tuple[object, torch.Tensor]:
     """darknetpy's rows: torch, the default backend, and onnxruntime / OpenVINO under load()."""
     start = time.perf_counter()
     torch_model = load_model(cfg, weights, "torch") or load_model(cfg, weights, None)
     x = torch.from_numpy(torch_model.prepare(photo).input)[None]  # Darknet's resize of the photo
     c.add("darknetpy torch", lambda: torch_model(x), model_e2e(torch_model, photo))
+    forgot = not keep_auto and forget_auto(cfg)
     default = load_model(cfg, weights, None)
     label = f"darknetpy default ({backend_of(default)})"
     c.add(label, lambda: default(x), model_e2e(default, photo))
-    c.notes.append(f"load(): torch {time.perf_counter() - start:.1f} s with the default "
-                   f"(backend {backend_of(default)})")
+    c.notes.append(f"load(): torch and the default {time.perf_counter() - start:.1f} s (default "
+                   f"backend {backend_of(default)}"
+                   f"{', auto measured again' if forgot else ''})")
     return torch_model, x
 
 
@@ -180,7 +184,7 @@ def bench_network(name: str, size: int, args: argparse.Namespace
     cfg, weights = bench_files(name, size)
     photo = _photo()
     c = Contenders()
-    torch_model, x = _darknetpy(c, cfg, weights, photo)
+    torch_model, x = _darknetpy(c, cfg, weights, photo, args.keep_auto)
     _runtimes(c, cfg, weights, photo, x, args.threads)
     _opencv(c, cfg, weights, size, photo, x)
     int8_label = _int8(c, name, size, args, cfg, weights, x, photo)
@@ -238,6 +242,8 @@ def main() -> int:
                         help="interleaved rounds (default 25 for small networks, 7 for large)")
     parser.add_argument("--int8", nargs="*", default=[], metavar="NAME=PATH",
                         help="an INT8 model (.xml: OpenVINO, .onnx: onnxruntime) of NAME")
+    parser.add_argument("--keep-auto", action="store_true",
+                        help="keep backend auto's cached choice (default: measured again)")
     parser.add_argument("--no-int8", action="store_true",
                         help="leave out INT8 (quantizing takes a minute or two the first time)")
     parser.add_argument("--omp-passive", action="store_true",

@@ -62,6 +62,29 @@ def load_model(cfg: Path, weights: Path, backend: str | None) -> Any:
     return quietly(load, cfg, weights, **kwargs)
 
 
+def forget_auto(cfg: Path) -> bool:
+    """Drop ``auto``'s cached choice for ``cfg`` (``auto.json`` in darknetpy's cache folder), so
+    that the default backend is measured again now, on this machine as it is; True if one was
+    dropped. A choice made on a busier machine would otherwise stay."""
+    import json
+
+    try:
+        from darknetpy.inference.backend_cache import cache_dir
+    except ImportError:
+        return False
+    path = cache_dir() / "auto.json"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    kept = {k: v for k, v in table.items()
+            if not (isinstance(v, dict) and v.get("cfg") == str(cfg))}
+    if len(kept) == len(table):
+        return False
+    path.write_text(json.dumps(kept, indent=1, sort_keys=True), encoding="utf-8")
+    return True
+
+
 def backend_of(model: Any) -> str:
     return str(getattr(model, "backend", "torch"))
 
