@@ -271,12 +271,15 @@ def quantized(name: str, size: int, cfg: Path, weights: Path, given: dict[str, s
     if found is not None:
         return found, f"INT8 model: {found}"
     try:
-        import nncf  # noqa: F401
+        import nncf
         import openvino  # noqa: F401
 
         from darknetpy.inference.quantize import quantize_int8
     except ImportError as error:
         return None, f"INT8: no quantizer ({error}); pip install -e \".[openvino]\""
+    import logging
+
+    nncf.set_log_level(logging.ERROR)  # its INFO lines would bury the table
     photos = [SHARED / "images" / n for n in IMAGES if (SHARED / "images" / n).exists()]
     if not photos:
         return None, "INT8: no calibration photos (../shared/images)"
@@ -311,6 +314,14 @@ def raccoon_map(threads: int) -> tuple[list[list[object]], str]:
         from darknetpy.inference.quantize import cached_int8_model
     except ImportError as error:
         return [], f"INT8 mAP: {error}"
+    try:
+        import logging
+
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)
+    except ImportError:
+        pass
     cfg, weights = golden / "net.cfg", golden / "net.weights"
     fp32 = load_model(cfg, weights, "openvino")
     int8 = quietly(cached_int8_model, cfg, weights, data, backend="openvino")
