@@ -28,6 +28,22 @@ def darknet_pad(padding: int) -> tuple[int, int, int, int]:
     return (before, padding - before, before, padding - before)
 
 
+def read_pad(x: Tensor, size: int, stride_y: int, stride_x: int,
+             padding: int) -> tuple[int, int, int, int]:
+    """:func:`darknet_pad` less the right/bottom padding no window reads (``size=2 stride=2`` on
+    an even size reads none of it): the same outputs, and an exported graph without a ``Pad`` of
+    ``-FLT_MAX`` that INT8 quantizers cannot range (OpenVINO then left the next convolution in
+    float32)."""
+    left, right, top, bottom = darknet_pad(padding)
+
+    def after(size_in: int, stride: int, most: int, before: int) -> int:
+        count = c_div(size_in + padding - size, stride) + 1
+        return min(most, max(0, (count - 1) * stride + size - before - size_in))
+
+    return (left, after(int(x.shape[3]), stride_x, right, left), top,
+            after(int(x.shape[2]), stride_y, bottom, top))
+
+
 def windows(size_in: int, size: int, stride: int, padding: int) -> list[tuple[int, int]]:
     """The in-image range ``[lo, hi)`` each window covers along one axis (darknet's loops:
     window ``i`` starts at ``i·stride - padding/2``); empty when a window is all padding."""
@@ -111,8 +127,9 @@ class MaxPool(DarknetLayer):
         if not use_padding(x, self.size, self.padding):
             y = pool_by_windows(x, self.size, stride_y, stride_x, self.padding, average=False)
         else:
-            if self.padding:
-                x = F.pad(x, darknet_pad(self.padding), value=_lowest(x))
+            if self.padding and any(pad := read_pad(x, self.size, stride_y, stride_x,
+                                                    self.padding)):
+                x = F.pad(x, pad, value=_lowest(x))
             y = F.max_pool2d(x, self.size, (stride_y, stride_x))
         if self.blur is not None:
             y = F.conv2d(y, self.blur.to(y.dtype), None, (self.stride_y, self.stride_x),
