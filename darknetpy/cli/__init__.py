@@ -22,6 +22,7 @@ from .darknet_forms import DETECTOR_VERBS, detector_help, translate_darknet_form
 
 Command = Callable[[argparse.Namespace], int]
 
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     print(f"darknetpy: warning: {message}", file=sys.stderr)
 

@@ -232,9 +232,9 @@ def _network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="the .data file (valid=, names=, ...)")
     p.add_argument("weights", help="a .weights file or a darknetpy .pt checkpoint")
     p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 for CUDA's fp32 "
                    "convolutions (off by default: the CPU's numbers within float32 noise)")
+    p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     add_backend_argument(p)
     p.add_argument(
         "--batch",

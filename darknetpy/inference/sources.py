@@ -72,8 +72,6 @@ def _frame_source(raw: str) -> Source | None:
     return None
 
 
-
-
 def read_sources(sources: Sequence[str | Path], stdin: IO[str] | None = None) -> list[Source]:
     """Expand the command line's SOURCE arguments, in order.
 
