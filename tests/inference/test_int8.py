@@ -134,3 +134,22 @@ def test_missing_quantizer_names_the_extra(tmp_path: Path, monkeypatch: pytest.M
         quantize_int8(net, tmp_path / "m.xml", DATA)
     with pytest.raises(UsageError, match="--int8-engine tensorrt: one of openvino, onnxruntime"):
         quantize_int8(net, tmp_path / "m.xml", DATA, engine="tensorrt")
+
+
+@pytest.mark.slow
+def test_map_int8_within_001_of_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15's target: ``map --backend openvino --int8`` (100 calibration images) within 0.01
+    of the float32 mAP@0.5 on the raccoon validation split (Darknet's own figure, map.json)."""
+    pytest.importorskip("nncf")
+    require_shared()
+    import json
+
+    monkeypatch.setenv("DARKNETPY_CACHE", str(tmp_path))
+    fp32 = json.loads((GOLDEN / "trained-raccoon" / "map.json").read_text())["0"]["map"]
+    out = tmp_path / "map.json"
+    assert main(["map", str(CFG), str(DATA), str(WEIGHTS), "--backend", "openvino", "--int8",
+                 "--no-coco", "--json", str(out)]) == 0
+    int8 = json.loads(out.read_text())["map50"]
+    assert abs(int8 - fp32) <= 0.01, (int8, fp32)
+    assert len(list((tmp_path / "int8").glob("*.xml"))) == 1  # quantized once, kept
