@@ -1,7 +1,8 @@
 """Every CPU runtime side by side in one run: darknetpy (PyTorch and its default backend),
-onnxruntime, OpenVINO and OpenCV DNN, network only and end to end, plus INT8 where a model is at hand.
+onnxruntime, OpenVINO and OpenCV DNN, network only and end to end, plus INT8.
 
-Usage (OpenCV 4.x for ``cv2.dnn.readNetFromDarknet``: ``bash bench/setup_env.sh`` makes ``bench/.venv``)::
+Usage (OpenCV 4.x for ``cv2.dnn.readNetFromDarknet``: ``bash bench/setup_env.sh`` makes
+``bench/.venv``)::
 
     bench/.venv/bin/python bench/bench_runtimes.py            # yolov4-tiny 416 and yolov4 608
 
@@ -17,9 +18,10 @@ Darknet weights (``bench/.cache``, written once; :mod:`common`):
 * ``e2e ms``: a 1920x1080 BGR uint8 photo in memory -> boxes after NMS 0.45 (darknetpy: Darknet's
   resize, decode and NMS around each backend, ``model.predict``; OpenCV: ``blobFromImage``, its
   decode and ``NMSBoxesBatched``);
-* medians over interleaved rounds (each round calls every runtime once, so load drift hits all
-  alike), after two untimed rounds; ``conv GFLOP/s``: the network's convolution FLOPs over the
-  median, against a bare 3x3 convolution timed alone, interleaved with the runtimes.
+* medians over interleaved rounds (each round calls every runtime once, network only and end to
+  end, so load drift hits all alike), after two untimed rounds; ``conv GFLOP/s``: the network's
+  convolution FLOPs over the median, against a bare 3x3 convolution timed alone, interleaved
+  with the runtimes.
 
 Targets (issue 15): end to end, darknetpy's default backend <= 0.8x OpenCV DNN's time; network
 only, the default backend within 5 % of the fastest runtime (INT8 rows aside).
@@ -191,9 +193,13 @@ def bench_network(name: str, size: int, args: argparse.Namespace
     bare_call, bare_flops, bare_label = bare_conv()
     c.net[BARE] = bare_call  # timed among the runtimes: the same load
     rounds = args.rounds or (25 if conv_gflop(torch_model) < 20 else 7)
+    # every call of both kinds in each round: a change of load between them hits all alike
+    calls = {**{f"net|{k}": f for k, f in c.net.items()},
+             **{f"e2e|{k}": f for k, f in c.e2e.items()}}
     with torch.inference_mode():
-        net_t = interleaved(c.net, rounds, warmup=2)
-        e2e_t = interleaved(c.e2e, rounds, warmup=2)
+        times = interleaved(calls, rounds, warmup=2)
+    net_t = {k[4:]: v for k, v in times.items() if k.startswith("net|")}
+    e2e_t = {k[4:]: v for k, v in times.items() if k.startswith("e2e|")}
     boxes = {k: count(f()) for k, f in c.e2e.items()}
     gflop = conv_gflop(torch_model)
     bare = bare_flops / median(net_t.pop(BARE)) / 1e9
