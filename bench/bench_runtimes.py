@@ -19,7 +19,8 @@ Darknet weights (``bench/.cache``, written once; :mod:`common`):
   resize, decode and NMS around each backend, ``model.predict``; OpenCV: ``blobFromImage``, its
   decode and ``NMSBoxesBatched``);
 * medians over interleaved rounds (each round calls every runtime once, network only and end to
-  end, so load drift hits all alike), after two untimed rounds; ``conv GFLOP/s``: the network's
+  end, so load drift hits all alike; 50 ms pause before each call, so no runtime's spinning
+  threads slow the next), after two untimed rounds; ``conv GFLOP/s``: the network's
   convolution FLOPs over the median, against a bare 3x3 convolution timed alone, interleaved
   with the runtimes.
 
@@ -41,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_files, interleaved, machine_lines, median, passive_omp, test_image
+from common import bench_files, machine_lines, median, passive_omp, test_image
 from runtimes import (
     THRESH,
     Call,
@@ -53,6 +54,7 @@ from runtimes import (
     cpu_threads,
     forget_auto,
     int8_forward,
+    interleaved_settled,
     load_model,
     model_e2e,
     onnx_file,
@@ -197,7 +199,7 @@ def bench_network(name: str, size: int, args: argparse.Namespace
     calls = {**{f"net|{k}": f for k, f in c.net.items()},
              **{f"e2e|{k}": f for k, f in c.e2e.items()}}
     with torch.inference_mode():
-        times = interleaved(calls, rounds, warmup=2)
+        times = interleaved_settled(calls, rounds, warmup=2)
     net_t = {k[4:]: v for k, v in times.items() if k.startswith("net|")}
     e2e_t = {k[4:]: v for k, v in times.items() if k.startswith("e2e|")}
     boxes = {k: count(f()) for k, f in c.e2e.items()}

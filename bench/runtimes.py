@@ -48,6 +48,30 @@ def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
 
+PAUSE = 0.05  # s between two timed calls: a runtime's spinning worker threads go quiet first
+
+
+def interleaved_settled(calls: dict[str, Call], rounds: int, warmup: int = 2,
+                        pause: float = PAUSE) -> dict[str, list[float]]:
+    """Seconds per call of each contender, round-robin as :func:`common.interleaved`, with an
+    untimed ``pause`` before each call: onnxruntime's intra-op threads spin after a run (by
+    default) and steal the cores from whatever runs next (measured: PyTorch's yolov4-tiny 104 ms
+    right after a spinning onnxruntime call, 75 ms after a non-spinning one)."""
+    import time
+
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            time.sleep(pause)
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 # ---------------------------------------------------------------- darknetpy
 def load_model(cfg: Path, weights: Path, backend: str | None) -> Any:
     """``darknetpy.load`` with ``backend`` (None: the default), or None where this darknetpy has no
