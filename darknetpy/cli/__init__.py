@@ -1,7 +1,7 @@
 """The ``darknetpy`` command line: translates arguments into library calls, nothing more.
 
 One module per command group (``core``: summary, partial; ``infer``: detect, convert, export;
-``training``: train; ``evaluation``: map, valid, recall, calc_anchors, check, dataset converters),
+``training``: train; ``evaluation``: map, valid, recall, calc_anchors; ``datasets``: check, convert-voc, convert-coco),
 each with an ``add_parsers(sub)``, listed in :func:`_groups`.
 
 Every :class:`~darknetpy.errors.DarknetpyError` is printed as one line, ``darknetpy: error: ...``,
@@ -29,9 +29,9 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 # ---------------------------------------------------------------- parser
 def _groups() -> tuple:  # noqa: ANN202
-    from . import core, evaluation, import_ultralytics, import_yolox, infer, training
+    from . import core, datasets, evaluation, import_ultralytics, import_yolox, infer, training
 
-    return (core, infer, training, evaluation, import_yolox, import_ultralytics)
+    return (core, infer, training, evaluation, datasets, import_yolox, import_ultralytics)
 
 
 class OneLineParser(argparse.ArgumentParser):
