@@ -23,6 +23,13 @@ from darknetpy.training.launch_plan import gpu_lr_factor, plan_launch
 
 from .conftest import TinyRun, tiny_train_cfg
 
+
+@pytest.fixture(autouse=True)
+def _outputs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """detect/demo write to ./predictions by default: keep that out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*batch=4 is lower than 8")
 
 
