@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from darknetpy.evaluation.commands import evaluate_network  # noqa: E402
 from darknetpy.inference import backends  # noqa: E402
-from darknetpy.inference.backend_cache import _cpu_model  # noqa: E402
+from darknetpy.inference.backend_cache import cpu_model  # noqa: E402
 from darknetpy.inference.export import export_onnx  # noqa: E402
 from darknetpy.inference.inference_model import load  # noqa: E402
 from darknetpy.inference.quantize import int8_model, quantize_int8  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
     net.load_weights(a.weights)
     net.eval()
     x = torch.rand(1, net.net.channels, net.net.height, net.net.width)
-    print(f"# {_cpu_model()}, "
+    print(f"# {cpu_model()}, "
           f"threads {backends.cpu_threads()}, {a.cfg}, calibration {a.images} train images, "
           f"keep_fp32={a.keep_fp32}")
     print("| engine | precision | mAP@0.5 | ms median (network, batch 1) | ms fastest "

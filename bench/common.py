@@ -28,21 +28,13 @@ SHARED = Path(os.environ.get("DARKNETPY_SHARED", REPO.parent / "shared"))
 CACHE = Path(os.environ.get("DARKNETPY_BENCH_CACHE", BENCH / ".cache"))  # gitignored (*.weights)
 sys.path.insert(0, str(REPO))
 
+from darknetpy.inference.backend_cache import cpu_model  # noqa: E402  (bench tables name the CPU)
+
 IMAGES = ("dog.jpg", "horses.jpg", "person.jpg", "giraffe.jpg", "eagle.jpg", "scream.jpg")
 OBJECT_FRACTION = 0.002  # anchors per head whose objectness exceeds 0.25 on the photos
 
 
 # ---------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_lines(threads: int | None = None) -> list[str]:
     """CPU model, cores, load, versions: the header every table starts with."""
     import cv2

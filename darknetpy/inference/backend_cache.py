@@ -180,7 +180,8 @@ def measure(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), what ``auto``'s choice and the benches are keyed by."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -195,7 +196,7 @@ def auto_key(network: Any, backends: Sequence[str]) -> str:
     versions of darknetpy and of every backend compared."""
     net = network.net
     versions = " ".join(f"{b}={_version(b)}" for b in sorted(backends))
-    return _sha(network.cfg_text, f"{net.channels}x{net.height}x{net.width}", _cpu_model(),
+    return _sha(network.cfg_text, f"{net.channels}x{net.height}x{net.width}", cpu_model(),
                 f"threads={cpu_threads()}", f"darknetpy={__version__}", versions)  # fmt: skip
 
 
@@ -253,7 +254,7 @@ def choose_auto(
     folder.mkdir(parents=True, exist_ok=True)
     table = read_auto(folder)  # re-read: another process may have added entries meanwhile
     table[key] = {"backend": best, "ms": {k: round(v, 3) for k, v in ms.items()},
-                  "cfg": network.where(), "size": [net.width, net.height], "cpu": _cpu_model(),
+                  "cfg": network.where(), "size": [net.width, net.height], "cpu": cpu_model(),
                   "threads": cpu_threads(), "versions": {b: _version(b) for b in backends}}
     _atomic_write_text(folder / "auto.json", json.dumps(table, indent=1, sort_keys=True))
     timings = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(ms.items(), key=lambda kv: kv[1]))
