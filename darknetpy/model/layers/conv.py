@@ -102,8 +102,12 @@ class Conv(DarknetLayer):
         self._fused: tuple[tuple[int, ...], Tensor, Tensor] | None = None
 
     def reset_parameters(self) -> None:
-        """Darknet's initialisation: weights scale·U(-1, 1), scale = sqrt(2 / (size²·c/groups));
-        biases 0; BN scales 1, rolling mean and variance 0."""
+        """Darknet's initialisation (``make_convolutional_layer``): weights scale·U(-1, 1),
+        scale = sqrt(2 / (size²·c/groups)); biases 0; BN scales 1, rolling mean and variance 0.
+        The same for every convolution: the one before a detection layer gets nothing special, and
+        Darknet's branch giving ``normalize_channels*`` convolutions weights 1 never runs (it tests
+        ``l.activation`` before assigning it). Compared with Darknet's own files in
+        ``tests/model/test_init_darknet_stats.py``."""
         spec = self.spec
         fan_in = spec.size * spec.size * self.in_shape.channels // spec.groups
         with torch.no_grad():
