@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,14 @@ import pytest
 import torch
 
 from darknetpy.data import AugmentConfig, build_train_loader
-from darknetpy.data.dataset import chunk_bounds, chunk_mode
+from darknetpy.data.dataset import (
+    DARKNET_CHUNKS,
+    Events,
+    TrainSource,
+    build_iteration,
+    chunk_bounds,
+    chunk_mode,
+)
 from darknetpy.errors import DataError
 from tests.data.scenes import check_boxes_cover_colours, write_dataset
 
@@ -147,3 +155,67 @@ def test_bytes_made_float_equal_darknets_value_over_255(scenes: list[Path]) -> N
                           batch.images.numpy().astype(np.float32) / np.float32(255))
     mixed = torch.rand(2, 3, 4, 4)
     assert unit_float(mixed) is mixed  # mixup iterations are float already
+
+
+class _RecordingSource(TrainSource):
+    """A :class:`TrainSource` that notes the list index of every image it hands out (images decoded
+    once)."""
+
+    def __init__(self, paths: list[Path], classes: int) -> None:
+        super().__init__(paths, classes)
+        self.drawn: list[int] = []
+        self._decoded: dict[int, np.ndarray] = {}
+
+    def image(self, index: int) -> np.ndarray:
+        if index not in self._decoded:
+            self._decoded[index] = super().image(index)
+        return self._decoded[index]
+
+    def draw(self, rng: np.random.Generator, events: Events) -> tuple[int, np.ndarray, np.ndarray]:
+        index, image, boxes = super().draw(rng, events)
+        self.drawn.append(index)
+        return index, image, boxes
+
+
+def _chi2_quantile(dof: int, z: float) -> float:
+    """Wilson-Hilferty: the chi-square quantile whose normal equivalent is ``z``."""
+    return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
+
+
+def test_each_image_is_drawn_uniformly_with_replacement(scenes: list[Path]) -> None:
+    """``data.c: get_random_paths_custom``: every image of every iteration is ``random_gen() % m``,
+    uniform over the list and independent of the others, within and across the loader calls
+    (``load_threads``' chunks) and across iterations; no epochs. Over 120 iterations of 16 images
+    (10 in the list; 6 chunks of 2 or 3): the counts per image pass a chi-square test, and the
+    images of a batch coincide at the birthday-problem rate (a draw without replacement, per batch
+    or per chunk, gives 16 -> 10 distinct or no coincidence within a chunk, and fails)."""
+    m, batch, iterations, z = len(scenes), 16, 120, 5.3  # z: a two-sided false alarm of 1e-7
+    aug = AugmentConfig(**{**AUG, "hue": 0.0, "saturation": 1.0, "exposure": 1.0})
+    source = _RecordingSource(scenes, aug.classes)
+    draws = []
+    for iteration in range(iterations):
+        source.drawn.clear()
+        build_iteration(source, aug, 7, iteration, batch, 16, 16, DARKNET_CHUNKS)
+        assert len(source.drawn) == batch
+        draws.append(list(source.drawn))
+    d = np.array(draws)
+    counts = np.bincount(d.ravel(), minlength=m)
+    expected = d.size / m
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 <= _chi2_quantile(m - 1, 4.75), (chi2, counts)  # one-sided 1e-6
+    # distinct images per batch: occupancy of m cells by `batch` uniform draws
+    q1, q2 = (1 - 1 / m) ** batch, (1 - 2 / m) ** batch
+    mean = m * (1 - q1)
+    var = m * (m - 1) * q2 + m * q1 - m * m * q1 * q1
+    distinct = np.array([len(set(row)) for row in draws])
+    assert abs(distinct.mean() - mean) <= z * math.sqrt(var / iterations), (distinct.mean(), mean)
+    # coinciding pairs within one chunk and across two: each rate 1/m (disjoint pairs: independent)
+    bounds = chunk_bounds(batch, DARKNET_CHUNKS)
+    within = [(a, a + 1) for a, b in bounds if b - a >= 2]
+    across = [(b - 1, b) for _, b in bounds[:-1]]
+    for pairs in (within, across):
+        slots = [s for pair in pairs for s in pair]
+        assert len(set(slots)) == len(slots)
+        same = np.array([[row[a] == row[b] for a, b in pairs] for row in draws])
+        rate, n = same.mean(), same.size
+        assert abs(rate - 1 / m) <= z * math.sqrt((1 / m) * (1 - 1 / m) / n), (pairs, rate)
