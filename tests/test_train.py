@@ -94,7 +94,7 @@ def test_short_run_end_to_end(files: tuple[Path, Path], capsys: pytest.CaptureFi
     assert [i for i, _ in result.losses] == [1, 2, 3, 4]
     assert [i for i, _ in result.maps] == [4] and 0 <= result.maps[0][1] <= 1
     out = capsys.readouterr().out
-    assert "batch-norm averages of darknet's CPU build" in out  # the device's build by default
+    assert "batch norm of darknet's CPU build" in out  # the device's build by default
     assert {m.momentum for m in result.network.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
     lines = [line for line in out.splitlines() if line.startswith(" 2: ")]
     loss, avg, rate = (float(part.split()[0]) for part in lines[0][4:].split(", ")[:3])
@@ -244,8 +244,22 @@ def test_cli_translates_darknet_form(monkeypatch: pytest.MonkeyPatch):
     assert seen["weights"] is None and seen["max_batches"] == 5 and seen["amp"] == "bf16"
     assert seen["seed"] == 4 and seen["backup"] == "out" and not seen["map"]
     assert seen["bn_momentum"] is None  # the device's darknet build
+    assert seen["darknet_cpu_defects"] is False  # the exact gradient by default
     assert main(["train", "x.cfg", "x.data", "--bn-momentum", "gpu"]) == 0
     assert seen["bn_momentum"] == "gpu"
+    assert main(["train", "x.cfg", "x.data", "--darknet-build", "cpu", "--darknet-cpu-defects"]) == 0
+    assert seen["bn_momentum"] == "cpu" and seen["darknet_cpu_defects"] is True
+
+
+def test_cpu_defects_need_the_cpu_build(files: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--darknet-cpu-defects reproduces darknet's CPU build"):
+        train(*files, bn_momentum="gpu", darknet_cpu_defects=True, backup=tmp_path, **QUIET)
+
+
+def test_cpu_defects_run_says_so(files: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    result = train(*files, seed=1, darknet_cpu_defects=True, max_batches=2, backup=tmp_path, **QUIET)
+    assert result.network.darknet_cpu_defects and result.iteration == 2
+    assert "batch norm of darknet's CPU build with its back-propagation defects" in capsys.readouterr().out
 
 
 @pytest.mark.slow

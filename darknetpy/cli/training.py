@@ -32,6 +32,7 @@ def _kwargs(args: argparse.Namespace, device: str) -> dict:
         "thresh": args.thresh, "iou_thresh": args.iou_thresh, "strict": args.strict,
         "progress": False if args.no_progress else None, "chart": not args.no_chart,
         "bn_momentum": args.bn_momentum, "tf32": args.tf32,
+        "darknet_cpu_defects": args.darknet_cpu_defects,
     }
 
 
@@ -143,9 +144,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="default cpu (cuda with --gpus)")
-    p.add_argument("--bn-momentum", choices=("cpu", "gpu"), metavar="BUILD",
-                   help="batch-norm running averages of darknet's cpu build (0.1; [connected] "
-                        "0.05) or gpu build (0.01); default: the build of --device")
+    p.add_argument("--darknet-build", "--bn-momentum", dest="bn_momentum", choices=("cpu", "gpu"),
+                   metavar="BUILD",
+                   help="batch norm of darknet's cpu build (running averages 0.1, [connected] "
+                        "0.05; unbiased batch variance) or gpu build (0.01; cuDNN's, PyTorch's); "
+                        "default: the build of --device")  # fmt: skip
+    p.add_argument("--darknet-cpu-defects", action="store_true",
+                   help="also reproduce the back-propagation defects of darknet's cpu build "
+                        "(batch-norm biases untrained, gradients lost and accumulated; see "
+                        "darknetpy.model.cpu_defects), to compare with a CPU darknet run")  # fmt: skip
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off",
                    help="mixed precision: fp16 (with gradient scaling) or bf16")
     p.add_argument("--tf32", action="store_true",

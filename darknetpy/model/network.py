@@ -22,7 +22,9 @@ from .heads import DetectionHead, HeadTable
 from .heads.base import HeadInput, compute_loss
 from .heads.detections import DetectionRow, Detections, network_detections
 from .heads.records import LossTerms
+from .cpu_defects import NEVER_CLEARED, StaleDelta, overwritten_by_next, split_for_overwrite
 from .layers import INPUT, BuildContext, DarknetLayer, Shape
+from .layers.common import set_bn_build
 from .netconfig import NetConfig, parse_net_options
 from .weights import WeightsHeader, read_weights, write_weights
 
@@ -51,6 +53,8 @@ class Network(nn.Module):
         self._last_use = _last_use(layers)
         # outputs kept to the end of a run: the heads' and the tensors entering them (for the loss)
         self._keep = set(self.heads) | {s for i in self.heads for s in layers[i].sources}
+        self.darknet_cpu_defects = False  # set_darknet_build: reproduce the CPU build's backward
+        self._stale: dict[int, dict[str, torch.Tensor]] = {}  # defect 3's running sums
 
     # ---- construction ----
     @classmethod
@@ -110,17 +114,41 @@ class Network(nn.Module):
     def _run(self, x: torch.Tensor, keep_all: bool, stop: int | None = None) -> dict[int, torch.Tensor]:
         outputs: dict[int, torch.Tensor] = {INPUT: x}
         last = len(self.layers) if stop is None else stop
+        defects = self.darknet_cpu_defects and self.training and torch.is_grad_enabled()
+        for_next: dict[int, torch.Tensor] = {}  # defect 2: the tensor the next convolution reads
         for index in range(last):
             layer = self.layers[index]
-            out = layer(*(outputs[i] for i in layer.sources))
+            out = layer(*(for_next.pop(i) if i == index - 1 and i in for_next else outputs[i]
+                          for i in layer.sources))
             if layer.training_opts.stopbackward == 1 and self.training:
                 out = out.detach()  # darknet's backward_network breaks at stopbackward
+            if defects:
+                out = self._cpu_defects(index, out, for_next)
             outputs[index] = out
             if not keep_all:
                 for source in layer.sources:
                     if self._last_use.get(source, -1) <= index and source not in self._keep:
                         outputs.pop(source, None)
         return outputs
+
+    def _cpu_defects(self, index: int, out: torch.Tensor,
+                     for_next: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Darknet's CPU backward defects 2 and 3 (:mod:`darknetpy.model.cpu_defects`) for the
+        output of layer ``index``; returns what the layers other than the next one read."""
+        if overwritten_by_next(self.layers, index):
+            for_next[index], out = split_for_overwrite(out)
+        elif isinstance(self.layers[index], NEVER_CLEARED) and out.requires_grad:
+            out = StaleDelta.apply(out, self._stale.setdefault(index, {}))
+        return out
+
+    def set_darknet_build(self, build: str, *, cpu_defects: bool = False) -> None:
+        """Train as darknet's ``build`` (``"cpu"`` or ``"gpu"``) does: its batch-norm averages and
+        arithmetic (:func:`~darknetpy.model.layers.common.set_bn_build`); ``cpu_defects`` (CPU
+        build only) also reproduces the CPU build's three back-propagation defects
+        (:mod:`darknetpy.model.cpu_defects`). Default: the exact gradient."""
+        set_bn_build(self, build, cpu_defects=cpu_defects)
+        self.darknet_cpu_defects = cpu_defects and build == "cpu"
+        self._stale.clear()
 
     def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output: ``[i]`` equals darknet's output buffer of layer ``i``.

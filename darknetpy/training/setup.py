@@ -1,7 +1,7 @@
 """Setting up a Darknet training run (``detector.c: train_detector`` before its loop).
 
 :func:`prepare` reads the cfg, the ``.data`` file and the initial weights (or a checkpoint to
-resume exactly), applies ``max_batches``/``--gpus`` to ``[net]``, picks the batch-norm averages of
+resume exactly), applies ``max_batches``/``--gpus`` to ``[net]``, picks the batch norm of
 darknet's CPU or GPU build, and builds the optimizer, EMA, the (maybe DDP-wrapped) model, the
 loader, the resize plan and the save schedule: everything the loop of
 :mod:`darknetpy.training.train` holds, in a :class:`Run`.
@@ -25,7 +25,7 @@ from ..data.datafile import DataConfig, read_image_list, read_names
 from ..data.image_cache import NodeShare, node_cache_file
 from ..data.loader import build_train_loader
 from ..errors import DataError, UsageError, WeightsError
-from ..model.layers.common import BN_MOMENTUM_BY_BUILD, set_bn_momentum
+from ..model.layers.common import BN_MOMENTUM_BY_BUILD
 from ..model.layers.recurrent import refuse_training
 from ..model.netconfig import NetConfig
 from ..model.network import Network
@@ -105,7 +105,7 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
             max_batches: int | None, backup: str | Path | None, map_epochs: int, strict: bool,
             progress: bool | None, cache: bool | None, map: bool = False, lenient: bool = False,
             bn_momentum: str | None = None, gpu_lr_rule: str = "darknet",
-            tf32: bool = False) -> Run:
+            tf32: bool = False, darknet_cpu_defects: bool = False) -> Run:
     """Everything before the first iteration (arguments: :func:`darknetpy.training.train.train`);
     prints the run's summary line."""
     from tqdm import tqdm
@@ -163,9 +163,12 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
     apply_settings(settings, net)  # before DDP and the optimizer see the parameters
     build = bn_momentum or ("gpu" if ctx.device.type == "cuda" else "cpu")
     if build not in BN_MOMENTUM_BY_BUILD:
-        raise UsageError(f"--bn-momentum {build}: expected one of "
+        raise UsageError(f"--darknet-build {build}: expected one of "
                          f"{', '.join(BN_MOMENTUM_BY_BUILD)}")
-    set_bn_momentum(net, build)
+    if darknet_cpu_defects and build != "cpu":
+        raise UsageError("--darknet-cpu-defects reproduces darknet's CPU build: it needs "
+                         "--darknet-build cpu (the default on --device cpu)")
+    net.set_darknet_build(build, cpu_defects=darknet_cpu_defects)
     for layer in list(net.layers)[:frozen_layers(net, 2**62)]:
         layer.requires_grad_(False)  # stopbackward=1 and train_only_bn: never a gradient
     optimizer = DarknetOptimizer(net, c, batch=c.batch)
@@ -228,8 +231,8 @@ def prepare(ctx: D.DistContext, cfg_path: Path, data_path: Path, weights: Path |
     base = basecfg(cfg_path)
     say(f"{base}: {len(images)} training images; batch {c.batch} = {c.subdivisions} x "
         f"{c.mini_batch}; {ctx.world_size} process(es) on {ctx.device}, amp {amp}, "
-        f"{settings.describe()}, batch-norm "
-        f"averages of darknet's {build.upper()} build; seed "
+        f"{settings.describe()}, batch norm of darknet's {build.upper()} build"
+        f"{' with its back-propagation defects' if darknet_cpu_defects else ''}; seed "
         f"{loop.seed}; iteration {loop.iteration} of {c.max_batches}; checkpoints in {backup_dir}"
         + (f"; resuming exactly from {weights}" if state else ""))  # fmt: skip
     return Run(

@@ -58,7 +58,7 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
           iou_thresh: float = 0.5, strict: bool = False, progress: bool | None = None,
           cache: bool | None = None, chart: bool = True, lenient: bool = False,
           bn_momentum: str | None = None, gpu_lr_rule: str = "darknet",
-          tf32: bool = False) -> TrainResult:
+          tf32: bool = False, darknet_cpu_defects: bool = False) -> TrainResult:
     """Train a Darknet detector like ``darknet detector train DATA CFG [WEIGHTS]``.
 
     Args:
@@ -80,9 +80,14 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         progress: a tqdm bar (default: when stderr is a terminal).
         cache: decode the training images once into shared memory (default: lists up to 2000).
         chart: write ``chart.png`` and ``chart_<cfgbase>.png`` in the backup folder.
-        bn_momentum: whose batch-norm running-average factors to reproduce: ``"cpu"`` (darknet's
-            CPU build: 0.1, [connected] 0.05) or ``"gpu"`` (its GPU build: 0.01); default: the
-            build of the device trained on.
+        bn_momentum: which darknet build's batch norm to reproduce in training (CLI
+            ``--darknet-build``): ``"cpu"`` (running-average factor 0.1, [connected] 0.05, and the
+            C code's arithmetic: unbiased batch variance, its backward) or ``"gpu"`` (0.01 and
+            cuDNN's arithmetic, PyTorch's own); default: the build of the device trained on
+            (:class:`~darknetpy.model.layers.common.DarknetBatchNorm`).
+        darknet_cpu_defects: also reproduce the CPU build's three back-propagation defects
+            (:mod:`darknetpy.model.cpu_defects`; needs the ``"cpu"`` build). Off: the exact
+            gradient, which is what darknet's GPU build computes.
         gpu_lr_rule: with several processes, ``"darknet"`` multiplies the learning rate by their
             number (Darknet's ``-gpus``), ``"none"`` keeps the cfg's (hank-ai/darknet);
             :mod:`darknetpy.training.launch_plan`.
@@ -97,9 +102,10 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
         CfgError, DataError, WeightsError, UsageError: bad inputs. TrainingError: NaN loss.
     """
     if is_recipe_cfg(Path(cfg)):
-        if gpus or amp != "off" or bn_momentum:
-            raise UsageError(f"{cfg}: --gpus, --amp and --bn-momentum are Darknet-recipe options; a "
-                             "recipe= cfg sets its batch-norm momentum with bn_momentum= in [net]")
+        if gpus or amp != "off" or bn_momentum or darknet_cpu_defects:
+            raise UsageError(f"{cfg}: --gpus, --amp, --darknet-build and --darknet-cpu-defects are "
+                             "Darknet-recipe options; a recipe= cfg sets its batch-norm momentum "
+                             "with bn_momentum= in [net]")
         return train_recipe(Path(cfg), Path(data), None if weights is None else Path(weights),
                             map=map, clear=clear, device=device, seed=seed,
                             max_batches=max_batches, backup=backup, map_epochs=map_epochs,
@@ -111,7 +117,8 @@ def train(cfg: str | Path, data: str | Path, weights: str | Path | None = None, 
                       clear=clear, amp=amp, workers=workers, seed=seed,
                       max_batches=max_batches, backup=backup, map_epochs=map_epochs,
                       strict=strict, progress=progress, cache=cache, map=map, lenient=lenient,
-                      bn_momentum=bn_momentum, gpu_lr_rule=gpu_lr_rule, tf32=tf32)  # fmt: skip
+                      bn_momentum=bn_momentum, gpu_lr_rule=gpu_lr_rule, tf32=tf32,
+                      darknet_cpu_defects=darknet_cpu_defects)  # fmt: skip
         return _loop(run, map=map, thresh=thresh, iou_thresh=iou_thresh, chart=chart)
     finally:
         D.teardown(ctx)

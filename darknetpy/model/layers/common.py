@@ -5,13 +5,15 @@ antialiasing blur, and copying ``.weights`` values into tensors."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..cfg import Options
 from .base import Shape
@@ -82,11 +84,119 @@ def require_image(opts: Options, shape: Shape, what: str) -> None:
         )
 
 
+class _DarknetCpuBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of darknet's CPU build, forward and backward as its C code computes
+    them (``batchnorm_layer.c: forward_batchnorm_layer, backward_batchnorm_layer``;
+    ``blas.c: mean_cpu, variance_cpu, normalize_cpu, mean_delta_cpu, variance_delta_cpu,
+    normalize_delta_cpu``).
+
+    Two points differ from PyTorch's (and cuDNN's) batch norm:
+
+    - the batch is normalised with the UNBIASED variance (``variance_cpu`` divides by N - 1);
+    - the backward pass is not the exact gradient of that forward: ``normalize_delta_cpu`` uses
+      the biased-variance factor 2/N, and divides by ``sqrt(variance) + eps`` where the forward
+      divided by ``sqrt(variance + eps)`` (relative differences of order 1/N, and of order
+      eps/variance in channels of small variance).
+
+    ``bias_grad=False`` reproduces the CPU build's defect: ``backward_batchnorm_layer``
+    (batchnorm_layer.c:211-221) never calls ``backward_bias``, so the batch-norm biases (beta) of
+    ``[convolutional]`` and ``[batchnorm]`` layers get no gradient and keep their initial values;
+    the GPU build calls ``backward_bias_gpu`` (batchnorm_layer.c:399) and the original darknet
+    (pjreddie) calls ``backward_bias`` in the same function.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float,
+                bias_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+        dims = [0, *range(2, x.dim())]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = x.mean(dims)
+        var = x.var(dims, correction=1)  # variance_cpu: 1/(batch*spatial - 1)
+        std = torch.sqrt(var + eps)
+        x_norm = (x - mean.view(shape)) / std.view(shape)
+        ctx.save_for_backward(x, mean, var, x_norm, weight)
+        ctx.eps, ctx.bias_grad = eps, bias_grad
+        ctx.mark_non_differentiable(mean, var)
+        return x_norm * weight.view(shape) + bias.view(shape), mean, var
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _gm: Tensor, _gv: Tensor) -> tuple[Tensor | None, ...]:
+        x, mean, var, x_norm, weight = ctx.saved_tensors
+        dims = [0, *range(2, x.dim())]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        n = x.numel() // x.shape[1]
+        grad_weight = (grad * x_norm).sum(dims)  # backward_scale_cpu
+        grad_bias = grad.sum(dims) if ctx.bias_grad else torch.zeros_like(weight)
+        d = grad * weight.view(shape)  # scale_bias(l.delta, l.scales, ...)
+        centred = x - mean.view(shape)
+        mean_delta = d.sum(dims) * (-1.0 / torch.sqrt(var + ctx.eps))  # mean_delta_cpu
+        var_delta = (d * centred).sum(dims) * -0.5 * torch.pow(var + ctx.eps, -1.5)
+        # normalize_delta_cpu: eps OUTSIDE the square root here, 1/(sqrt(variance) + eps)
+        grad_x = (d / (torch.sqrt(var) + ctx.eps).view(shape)
+                  + var_delta.view(shape) * 2.0 * centred / n + mean_delta.view(shape) / n)
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+# Whose training-mode batch norm a DarknetBatchNorm reproduces (see DarknetBatchNorm.build).
+BN_BUILDS = ("gpu", "cpu")
+
+
+class DarknetBatchNorm:
+    """Darknet's batch norm: :class:`DarknetBatchNorm2d` and :class:`DarknetBatchNorm1d` are
+    ``nn.BatchNorm2d``/``1d`` (state, inference, ``isinstance``) with this training mode.
+
+    In training mode it reproduces one darknet build (:attr:`build`, set by
+    :func:`set_bn_build`): ``"gpu"`` is cuDNN's ``cudnnBatchNormalizationForwardTraining`` (the
+    biased variance; PyTorch's own batch norm computes exactly that), ``"cpu"`` the CPU build's
+    forward (``forward_batchnorm_layer``: normalised with the unbiased variance, ``blas.c:271``)
+    with the exact gradient of that forward. :attr:`cpu_backward` True replaces the gradient with
+    the CPU build's own backward (:class:`_DarknetCpuBatchNorm`), and :attr:`bias_grad` False
+    reproduces its defect (batch-norm biases never trained). Outside training (or tracking off) it
+    is PyTorch's.
+    """
+
+    build: str = "gpu"
+    cpu_backward: bool = False
+    bias_grad: bool = True
+
+    def forward(self, input: Tensor) -> Tensor:
+        bn: Any = self
+        if self.build == "gpu" or not bn.training or not bn.track_running_stats:
+            return super().forward(input)  # type: ignore[misc]
+        bn._check_input_dim(input)
+        f = float(bn.momentum if bn.momentum is not None else 0.1)
+        bn.num_batches_tracked.add_(1)
+        if self.cpu_backward or not self.bias_grad:
+            x = input if input.dtype == torch.float64 else input.float()  # half: in float32
+            y, mean, var = _DarknetCpuBatchNorm.apply(x, bn.weight.to(x.dtype), bn.bias.to(x.dtype),
+                                                      bn.eps, self.bias_grad)
+            with torch.no_grad():  # forward_batchnorm_layer: rolling = (1-f)*rolling + f*batch
+                bn.running_mean.mul_(1.0 - f).add_(mean, alpha=f)
+                bn.running_var.mul_(1.0 - f).add_(var, alpha=f)
+            return y.to(input.dtype)
+        # (x - mean) / sqrt(var_unbiased + eps) through PyTorch's own kernel (and its exact
+        # gradient): var_unbiased + eps = (var_biased + eps (n-1)/n) n/(n-1), so the biased
+        # normalisation with eps (n-1)/n, times sqrt((n-1)/n), is darknet's; the running
+        # averages take the unbiased variance in both
+        n = input.numel() // input.shape[1]
+        c = math.sqrt((n - 1) / n) if n > 1 else 1.0
+        return F.batch_norm(input, bn.running_mean, bn.running_var, bn.weight * c, bn.bias,
+                            training=True, momentum=f, eps=bn.eps * (n - 1) / n if n > 1 else bn.eps)
+
+
+class DarknetBatchNorm2d(DarknetBatchNorm, nn.BatchNorm2d):
+    """:class:`DarknetBatchNorm` of (N, C, H, W) tensors."""
+
+
+class DarknetBatchNorm1d(DarknetBatchNorm, nn.BatchNorm1d):
+    """:class:`DarknetBatchNorm` of (N, C) tensors ([connected])."""
+
+
 def batch_norm(channels: int, dims: int = 2, eps: float = BN_EPS) -> nn.Module:
     """Darknet's batch norm: eps 1e-5 (``eps``: the ``bn_eps`` key), running-average factor 0.01 (the
     GPU reference), and darknet's initial values: scales 1, biases 0, **rolling mean and variance 0**
-    (``make_convolutional_layer``)."""
-    cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+    (``make_convolutional_layer``). A :class:`DarknetBatchNorm`."""
+    cls = DarknetBatchNorm2d if dims == 2 else DarknetBatchNorm1d
     bn = cls(channels, eps=eps, momentum=BN_MOMENTUM)
     with torch.no_grad():
         bn.running_var.zero_()
@@ -101,6 +211,30 @@ def set_bn_momentum(network: nn.Module, build: str) -> None:
         bn = getattr(layer, "bn", None)
         if isinstance(bn, nn.modules.batchnorm._BatchNorm):
             bn.momentum = factors.get(getattr(layer, "darknet_name", ""), factors["convolutional"])
+
+
+# The layer types whose batch norm goes through backward_batchnorm_layer (no bias gradient on
+# the CPU build); [connected] computes its bias gradient itself (backward_connected_layer).
+_BN_BIAS_DEFECT_TYPES = ("convolutional", "batchnorm")
+
+
+def set_bn_build(network: nn.Module, build: str, *, cpu_defects: bool = False) -> None:
+    """Make every batch norm of ``network`` train as darknet's ``build`` does: its running-average
+    factors (:func:`set_bn_momentum`) and its training-mode arithmetic (:class:`DarknetBatchNorm`).
+
+    ``cpu_defects`` (``build="cpu"`` only) also reproduces the CPU build's backward: its
+    approximate batch-norm gradient, and its defect that the biases of ``[convolutional]`` and
+    ``[batchnorm]`` batch norms get no gradient (:class:`_DarknetCpuBatchNorm`).
+    """
+    set_bn_momentum(network, build)
+    defects = cpu_defects and build == "cpu"
+    for layer in network.modules():
+        bn = getattr(layer, "bn", None)
+        if isinstance(bn, DarknetBatchNorm):
+            bn.build = build
+            bn.cpu_backward = defects
+            bn.bias_grad = not (defects and getattr(layer, "darknet_name", "convolutional")
+                                in _BN_BIAS_DEFECT_TYPES)  # fmt: skip
 
 
 def empty_module(factory: Callable[..., nn.Module], *args: object, **kwargs: object) -> nn.Module:
