@@ -5,8 +5,8 @@
 A LOG is the console output of ``darknet detector train ... -map`` or ``darknetpy train ... --map``
 (the iteration lines ``N: loss, avg avg loss, rate, ...`` and the mAP lines), or a golden
 ``train-curve.json`` (``map50_at``, ``avg_loss_at``). Prints a table (mAP@0.5 and average loss at
-the ``--at`` iterations, the CPU model) and draws the average loss (log scale) and the mAP of every
-run into OUT.png. Labels starting with the word ``darknet`` (not ``darknetpy``) are drawn dashed.
+the ``--at`` iterations, the CPU model) and draws the average loss and the mAP of every run into
+OUT.png (:func:`_draw`).
 """
 
 from __future__ import annotations
@@ -65,28 +65,41 @@ def main() -> None:
 
 
 def _draw(out: Path, runs: dict[str, tuple[dict[int, float], dict[int, float]]], last: int) -> None:
+    """Three panels: the average loss (log scale), its tail from the first mAP on (linear), the mAP.
+    Darknet's runs dashed in greys, runs labelled ``exact`` in reds, the others in blues."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.5), dpi=100)
+    fig = Figure(figsize=(15, 4.8), dpi=100)
     FigureCanvasAgg(fig)
-    loss_ax, map_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for n, (label, (losses, maps)) in enumerate(runs.items()):
-        style = "--" if re.match(r"darknet\b", label, re.IGNORECASE) else "-"  # not darknetpy
-        color = f"C{n}"
-        its = [i for i in sorted(losses) if i <= last and i % 10 == 0]
-        loss_ax.plot(its, [losses[i] for i in its], style, color=color, label=label, lw=1.2)
-        mits = [i for i in sorted(maps) if i <= last]
-        map_ax.plot(mits, [maps[i] for i in mits], style, color=color, marker="o", label=label)
+    loss_ax, tail_ax, map_ax = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    groups: dict[str, list[str]] = {}
+    for label in runs:
+        dashed = re.match(r"darknet\b", label, re.IGNORECASE) is not None  # not darknetpy
+        groups.setdefault("darknet" if dashed else "exact" if "exact" in label else "other",
+                          []).append(label)
+    cmaps = {"darknet": "Greys", "exact": "Reds", "other": "Blues"}
+    first_map = min((min(m) for _, m in runs.values() if m), default=0)
+    for group, labels in groups.items():
+        for n, label in enumerate(labels):
+            losses, maps = runs[label]
+            color = colormaps[cmaps[group]](0.5 + 0.45 * (n + 1) / (len(labels) + 1))
+            style = "--" if group == "darknet" else "-"
+            its = [i for i in sorted(losses) if i <= last and i % 10 == 0]
+            loss_ax.plot(its, [losses[i] for i in its], style, color=color, label=label, lw=1.2)
+            tail = [i for i in its if i >= first_map]
+            tail_ax.plot(tail, [losses[i] for i in tail], style, color=color, lw=1.2)
+            mits = [i for i in sorted(maps) if i <= last]
+            map_ax.plot(mits, [maps[i] for i in mits], style, color=color, marker="o", label=label)
     loss_ax.set_yscale("log")
-    loss_ax.set_xlabel("iteration")
-    loss_ax.set_ylabel("average loss")
-    loss_ax.grid(True, color="0.85")
-    map_ax.set_xlabel("iteration")
-    map_ax.set_ylabel("mAP@0.5")
+    for ax, ylabel in ((loss_ax, "average loss"), (tail_ax, "average loss"), (map_ax, "mAP@0.5")):
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, color="0.85")
+    tail_ax.set_title(f"from iteration {first_map}", fontsize=9)
     map_ax.set_ylim(0, 1)
-    map_ax.grid(True, color="0.85")
-    map_ax.legend(fontsize=8, loc="upper left")
+    map_ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out, format="png")
 

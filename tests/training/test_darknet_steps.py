@@ -82,7 +82,9 @@ def test_the_recordings_are_complete() -> None:
             assert (FOLDER / name / f"step{step}.weights").is_file()
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+# yolov4-csp takes 100 s (20 iterations of 175 layers): with the slow tests
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "yolov4-csp" else n
+                                  for n in NETWORKS])  # fmt: skip
 def test_darknetpy_trains_as_darknets_cpu_build_step_by_step(name: str, tmp_path) -> None:
     losses, states = _run(name, tmp_path)
     failures = _loss_failures(losses, name) + _weight_failures(states, name)
