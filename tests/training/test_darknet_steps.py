@@ -82,16 +82,13 @@ def test_the_recordings_are_complete() -> None:
             assert (FOLDER / name / f"step{step}.weights").is_file()
 
 
-# yolov4-csp takes 100 s (20 iterations of 175 layers): with the slow tests
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "yolov4-csp" else n
-                                  for n in NETWORKS])  # fmt: skip
+@pytest.mark.parametrize("name", NETWORKS)
 def test_darknetpy_trains_as_darknets_cpu_build_step_by_step(name: str, tmp_path) -> None:
     losses, states = _run(name, tmp_path)
     failures = _loss_failures(losses, name) + _weight_failures(states, name)
     assert not failures, f"{name}: " + "; ".join(failures[:8])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
 def test_the_exact_gradient_does_not_match_darknets_cpu_build(name: str, tmp_path) -> None:
     """Without the CPU build's defects, the comparison above fails: it can tell them apart."""
