@@ -106,12 +106,16 @@ class _DarknetCpuBatchNorm(torch.autograd.Function):
     """
 
     @staticmethod
+    def batch_stats(x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor]:
+        """``mean_cpu`` and ``variance_cpu`` (which divides by batch*spatial - 1) per channel."""
+        return x.mean(dims), x.var(dims, correction=1)
+
+    @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float,
                 bias_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
         dims = [0, *range(2, x.dim())]
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        mean = x.mean(dims)
-        var = x.var(dims, correction=1)  # variance_cpu: 1/(batch*spatial - 1)
+        mean, var = _DarknetCpuBatchNorm.batch_stats(x, dims)
         std = torch.sqrt(var + eps)
         x_norm = (x - mean.view(shape)) / std.view(shape)
         ctx.save_for_backward(x, mean, var, x_norm, weight)
@@ -135,10 +139,6 @@ class _DarknetCpuBatchNorm(torch.autograd.Function):
         grad_x = (d / (torch.sqrt(var) + ctx.eps).view(shape)
                   + var_delta.view(shape) * 2.0 * centred / n + mean_delta.view(shape) / n)
         return grad_x, grad_weight, grad_bias, None, None
-
-
-# Whose training-mode batch norm a DarknetBatchNorm reproduces (see DarknetBatchNorm.build).
-BN_BUILDS = ("gpu", "cpu")
 
 
 class DarknetBatchNorm:
